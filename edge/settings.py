@@ -1,0 +1,251 @@
+"""The one settings tree of edgeqc (pydantic-settings).
+
+Sources, highest priority first: keyword arguments (CLI), ``EDGEQC_…`` environment variables
+(nested with ``__``, e.g. ``EDGEQC_PLC__PORT=/dev/ttyUSB0``), the TOML file given with
+``--config``, then the defaults below. A wrong value raises :class:`ConfigError` naming the field
+path, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PART_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CameraSettings(_Section):
+    source: str = Field(
+        "demo",
+        description=(
+            "Frame source: a device index ('0') or '/dev/videoN' (V4L2); a GStreamer pipeline ending in "
+            "'appsink'; an rtsp:// or http(s):// URL; a video file; a folder of images (played in sorted "
+            "relative-path order); or 'demo' (synthetic parts rendered by edgeqc itself)."
+        ),
+    )
+    width: int | None = Field(None, gt=0, description="Requested capture width in px (V4L2/USB only); None = camera default.")
+    height: int | None = Field(None, gt=0, description="Requested capture height in px (V4L2/USB only); None = camera default.")
+    fps: float | None = Field(None, gt=0, description="Requested camera frame rate in frames/s; for folder/video sources in free-run mode, the replay rate (None = as fast as inspected).")
+    open_timeout_ms: int = Field(5000, gt=0, description="Bound on opening the source, in ms.")
+    read_timeout_ms: int = Field(2000, gt=0, description="A source that delivers no frame for this long is declared lost and reopened, in ms.")
+    reconnect_backoff_ms: list[int] = Field(
+        [250, 500, 1000, 2000, 5000],
+        description="Waits between reopen attempts of a lost source, in ms; the last value repeats.",
+    )
+    loop: bool = Field(False, description="Folder/video sources: start again at the first frame after the last one.")
+    demo_parts: int = Field(60, gt=0, description="'demo' source: number of synthetic part images rendered.")
+
+
+class ModelSettings(_Section):
+    path: str = Field("demo", description="ONNX model (CPU) or TensorRT .engine (GPU); 'demo' = the built-in demo classifier.")
+    backend: Literal["auto", "onnxruntime", "tensorrt", "noop"] = Field(
+        "auto", description="Inference backend; auto = tensorrt for .engine/.plan files, else onnxruntime."
+    )
+    labels: list[str] | None = Field(None, description="Class names in output order; overrides ONNX metadata and labels.txt.")
+    input_size: tuple[int, int] | None = Field(None, description="Model input (height, width) in px; default from the model.")
+    resize: Literal["stretch", "center_crop", "letterbox"] | None = Field(None, description="Resize mode; default from the model metadata, else stretch.")
+    interpolation: Literal["pillow_bilinear", "area", "linear", "nearest", "cubic"] | None = Field(
+        None, description="Resize interpolation; pillow_bilinear = Pillow's antialiased bilinear (what torchvision/Pillow training pipelines use)."
+    )
+    channel_order: Literal["RGB", "BGR"] | None = Field(None, description="Channel order the model expects; default RGB.")
+    scale: float | None = Field(None, gt=0, description="Pixel scale applied before mean/std; default 1/255 (1/65535 for 16-bit frames is derived from it).")
+    mean: tuple[float, float, float] | None = Field(None, description="Per-channel mean subtracted after scaling (model channel order).")
+    std: tuple[float, float, float] | None = Field(None, description="Per-channel std divided after mean subtraction (model channel order).")
+    output: Literal["auto", "logits", "probabilities"] = Field("auto", description="What the model outputs; auto detects a final Softmax.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ONNX Runtime default.")
+    max_batch: int = Field(8, ge=1, description="Largest batch the runtime forms from pending triggers.")
+
+
+class DecisionSettings(_Section):
+    pass_classes: list[str] = Field(["free"], min_length=1, description="Labels that mean the part is good.")
+    min_pass_probability: float = Field(0.5, ge=0.0, le=1.0, description="A pass needs its top-1 pass class at or above this probability; otherwise fail 'uncertain'.")
+    class_min_probability: dict[str, float] = Field(
+        default_factory=dict, description="Optional per-class minimum probability for a pass class (overrides min_pass_probability)."
+    )
+
+
+class PlcSettings(_Section):
+    enabled: bool = Field(True, description="Talk to a PLC over serial. False = free-run without telegrams.")
+    port: str = Field("demo", description="Serial port ('/dev/ttyUSB0'), a pyserial URL ('loop://', 'socket://host:port') or 'demo' (built-in PLC simulator on a pty pair).")
+    baudrate: int = Field(115200, gt=0, description="Serial speed in baud.")
+    bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
+    parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
+    stopbits: Literal[1, 1.5, 2] = Field(1, description="Stop bits.")
+    read_timeout_ms: int = Field(100, gt=0, description="Serial read timeout in ms (bounds how long the reader blocks).")
+    write_timeout_ms: int = Field(100, gt=0, description="Serial write timeout in ms (always set: a stuck port never blocks).")
+    reopen_backoff_ms: list[int] = Field([250, 500, 1000, 2000, 5000], description="Waits between reopen attempts of a lost port, in ms; the last repeats.")
+    mode: Literal["trigger", "free_run"] = Field("trigger", description="trigger: one RES per TRG. free_run: every Nth frame inspected, RES,<sequence number>,….")
+    free_run_every: int = Field(1, ge=1, description="free_run: inspect every Nth captured frame.")
+    trigger_delay_ms: float = Field(0.0, ge=0, description="Use the first frame captured at least this long after TRG arrived, in ms.")
+    deadline_ms: float = Field(250.0, gt=0, description="No result within this many ms after TRG -> fail-safe RES,<id>,F,TIMEOUT.")
+    heartbeat_interval_ms: float = Field(1000.0, gt=0, description="HBT telegram period in ms.")
+    pass_code: str = Field("P", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a pass in RES.")
+    fail_code: str = Field("F", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a fail in RES.")
+    checksum_required: bool = Field(False, description="Reject (NAK) PLC telegrams without a *HH checksum.")
+
+    @model_validator(mode="after")
+    def _codes_differ(self) -> PlcSettings:
+        if self.pass_code == self.fail_code:
+            raise ValueError(f"pass_code and fail_code must differ (both {self.pass_code!r})")
+        return self
+
+
+class ZmqSettings(_Section):
+    enabled: bool = Field(True, description="Publish results over ZeroMQ.")
+    endpoint: str = Field("tcp://127.0.0.1:5556", description="PUB socket bind address.")
+    send_hwm: int = Field(1000, gt=0, description="Messages queued per subscriber before ZeroMQ drops (counted).")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of reject frames on the 'reject' topic.")
+    status_interval_ms: float = Field(1000.0, gt=0, description="Period of the 'status' topic (station health) in ms.")
+
+
+class ArchiveSettings(_Section):
+    enabled: bool = Field(True, description="Write reject frames and records to disk.")
+    path: str = Field("./edgeqc-archive", description="Archive folder.")
+    image_format: Literal["jpg", "png"] = Field("jpg", description="Frame file format.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of archived frames.")
+    pass_sample_rate: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of passes also archived (0 = rejects only).")
+    max_bytes: int = Field(2_000_000_000, gt=0, description="Retention: total bytes kept; oldest go first.")
+    max_age_days: float = Field(30.0, gt=0, description="Retention: records older than this are deleted, in days.")
+    queue_size: int = Field(256, gt=0, description="Frames waiting to be written; beyond this they are dropped and counted.")
+
+
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics.")
+    host: str = Field("127.0.0.1", description="Bind address of the /metrics endpoint.")
+    port: int = Field(9108, ge=0, le=65535, description="TCP port of the /metrics endpoint (0 = any free port).")
+
+
+class ReviewSettings(_Section):
+    host: str = Field("127.0.0.1", description="Bind address of the operator review page.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the review page.")
+    stations: list[str] = Field(["tcp://127.0.0.1:5556"], description="ZeroMQ PUB endpoints of the stations to follow.")
+    db_path: str = Field("./edgeqc-review.sqlite", description="SQLite file with the operator verdicts.")
+    token: str | None = Field(None, description="Login token; required when host is not loopback.")
+
+
+class Settings(BaseSettings):
+    """Root of the settings tree. See the README's configuration table for every field."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEQC_", env_nested_delimiter="__", extra="forbid")
+
+    station_id: str = Field("station-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name of this inspection station in messages and metrics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    camera: CameraSettings = Field(default_factory=CameraSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    plc: PlcSettings = Field(default_factory=PlcSettings)
+    zmq: ZmqSettings = Field(default_factory=ZmqSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+    @field_validator("station_id")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TOML_FILE
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+_TOML_FILE: Path | None = None
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names field path, value and expectation."""
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"  {path} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load the settings tree from an optional TOML file, ``EDGEQC_…`` env vars and overrides.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or a field is invalid (message lists
+            ``field.path = value: expectation`` for every error).
+    """
+    global _TOML_FILE
+    origin = str(path) if path else "defaults + environment"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        _TOML_FILE = p
+    else:
+        _TOML_FILE = None
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+    finally:
+        _TOML_FILE = None
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """Render the effective settings as TOML (for ``edgeqc config show``)."""
+    data = settings.model_dump(mode="json")
+    out: list[str] = []
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return '"" # unset'
+        return json.dumps(v)
+
+    for k, v in data.items():
+        if not isinstance(v, dict):
+            out.append(f"{k} = {fmt(v)}")
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.append(f"\n[{k}]")
+            for kk, vv in v.items():
+                if vv is None:
+                    out.append(f"# {kk} = (unset)")
+                elif isinstance(vv, dict):
+                    inner = ", ".join(f"{json.dumps(a)} = {json.dumps(b)}" for a, b in vv.items())
+                    out.append(f"{kk} = {{{inner}}}")
+                else:
+                    out.append(f"{kk} = {fmt(vv)}")
+    return "\n".join(out) + "\n"
