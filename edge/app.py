@@ -1,0 +1,168 @@
+"""Wiring: build one station (model, camera, PLC link, outputs, loop) from the settings tree.
+
+This module only connects the pieces; each piece lives in its own module (docs/ARCHITECTURE.md).
+The built-in ``demo`` values (model, camera source, PLC port) make ``edgeqc run`` work on a
+machine with no hardware and no ../shared: the demo classifier shipped in ``edge/demo/``, parts
+rendered by :mod:`edge.demo.synth`, and a PLC simulator on a pseudo-terminal pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edge.settings import Settings
+
+log = logging.getLogger("edgeqc.app")
+
+DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "demo_model.onnx"
+
+
+def resolve_model_path(settings: Settings) -> Settings:
+    """Replace ``model.path = "demo"`` by the shipped demo classifier (returns a copy)."""
+    if settings.model.path == "demo":
+        s = settings.model_copy(deep=True)
+        s.model.path = str(DEMO_MODEL)
+        return s
+    return settings
+
+
+def open_backend_for(settings: Settings) -> Any:
+    """Open the configured backend (raises with a clear message on a missing/corrupt model)."""
+    from edge.backends import open_backend
+
+    return open_backend(resolve_model_path(settings).model)
+
+
+class Station:
+    """One inspection station: owns every resource; :meth:`close` releases them in order.
+
+    Args:
+        settings: the settings tree.
+        plc_port: overrides ``plc.port`` (e.g. the edge end of a demo pty pair).
+    """
+
+    def __init__(self, settings: Settings, plc_port: str | None = None) -> None:
+        from edge.capture import open_source
+        from edge.inspection import Inspector
+        from edge.publish import Publisher
+
+        self.settings = settings
+        self._closers: list[Callable[[], Any]] = []
+        try:
+            self.backend = open_backend_for(settings)
+            self._closers.append(self.backend.close)
+            demo_folder = None
+            if settings.camera.source == "demo":
+                from edge.demo.synth import demo_folder as make_demo_folder
+
+                demo_folder = make_demo_folder(n=settings.camera.demo_parts)
+            self.source = open_source(settings.camera, channel_order=self.backend.spec.channel_order,
+                                      demo_folder=demo_folder)
+            self._closers.append(self.source.close)
+            sinks: list[Any] = []
+            self.publisher = None
+            if settings.zmq.enabled:
+                self.publisher = Publisher(settings.zmq)
+                self._closers.append(self.publisher.close)
+                sinks.append(self.publisher)
+            self.metrics = None
+            if settings.metrics.enabled:
+                from edge.metrics import MetricsSink
+
+                self.metrics = MetricsSink(settings.metrics)
+                sinks.append(self.metrics)
+            if settings.archive.enabled:
+                from edge.archive import RejectArchive
+
+                self.archive = RejectArchive(settings.archive)
+                self._closers.append(self.archive.close)
+                sinks.append(self.archive)
+            self.link = None
+            send = None
+            if settings.plc.enabled:
+                from edge.plc.link import PlcLink
+
+                plc = settings.plc.model_copy(update={"port": plc_port}) if plc_port else settings.plc
+                self.link = PlcLink(plc, on_trigger=self._on_trigger, on_state=self._on_plc_state,
+                                    health=self._healthy)
+                send = self.link.send
+            self.inspector = Inspector(settings, self.backend, self.source, send_telegram=send, sinks=sinks)
+            if self.metrics is not None:
+                self.metrics.bind(self.inspector)
+        except BaseException:
+            self.close()
+            raise
+
+    # callbacks from the PLC link threads; the inspector exists once the link is started
+    def _on_trigger(self, trigger: Any, t_arrival: float) -> None:
+        self.inspector.on_trigger(trigger.part_id, t_arrival)
+
+    def _on_plc_state(self, state: str) -> None:
+        if hasattr(self, "inspector"):
+            self.inspector.plc_state = state
+
+    def _healthy(self) -> bool:
+        return hasattr(self, "inspector") and self.inspector.healthy()
+
+    def start(self) -> Station:
+        self.source.start()
+        self.inspector.start()
+        if self.link is not None:
+            self.link.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Stop taking triggers, answer all triggered parts, flush outputs; returns the summary dict."""
+        summary = self.inspector.stop(timeout)
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        if getattr(self, "link", None) is not None:
+            try:
+                self.link.close()
+            except Exception:
+                log.exception("closing the PLC link failed")
+            self.link = None
+        while self._closers:
+            fn = self._closers.pop()
+            try:
+                fn()
+            except Exception:
+                log.exception("closing %s failed", fn)
+
+
+def run_until_signal(station: Station, stop_when: threading.Event | None = None,
+                     on_reload: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run until SIGINT/SIGTERM (or ``stop_when`` is set), then drain and return the summary."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    if on_reload is not None:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=on_reload).start())
+    try:
+        station.start()
+        while not stop.is_set():
+            if stop_when is not None and stop_when.is_set():
+                break
+            stop.wait(0.1)
+    finally:
+        summary = station.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return summary
+
+
+def wait_replay_done(station: Station, settle_s: float = 0.5) -> None:
+    """Block until a free-run replay source is exhausted and outputs had time to flush."""
+    station.inspector.finished.wait()
+    time.sleep(settle_s)

@@ -1,0 +1,348 @@
+"""The inspection loop: trigger -> frame -> preprocess -> infer -> decide -> RES, then outputs.
+
+Threads (docs/ARCHITECTURE.md): the PLC reader calls :meth:`Inspector.on_trigger`; the inspection
+thread forms batches of pending triggers, runs the model and answers each part through the
+:class:`~edge.parts.PartTracker` (RES is queued to the PLC writer *before* any ZeroMQ, JPEG or
+disk work); the deadline watchdog answers parts that miss their deadline with a fail-safe; the
+outputs thread feeds the sinks (ZeroMQ, archive, metrics) from a bounded queue and never blocks
+the inspection thread (a full queue drops the output, counted, never the PLC answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from edge.decision import Verdict, check_decision_settings, decide
+from edge.parts import Part, PartTracker
+from edge.plc.telegram import encode_result
+from edge.preprocess import Preprocessor
+from edge.result import InspectionResult, ModelInfo, failsafe_verdict
+from edge.settings import Settings
+from edge.summary import RunSummary
+
+log = logging.getLogger("edgeqc.inspection")
+
+
+class Sink(Protocol):
+    def handle(self, result: InspectionResult) -> None: ...
+
+
+class Inspector:
+    """Runs the loop for one station. Call :meth:`start`, then :meth:`stop` (drains) or use ``with``.
+
+    Args:
+        settings: the settings tree.
+        backend: an open :class:`edge.backends.Backend` (its ``spec`` gives labels and preprocessing).
+        source: an open frame source from :func:`edge.capture.open_source`.
+        send_telegram: queues bytes to the PLC (``PlcLink.send``); None = no PLC.
+        sinks: outputs called from the outputs thread with each :class:`InspectionResult`.
+        status_sinks: callables given the status dict every ``zmq.status_interval_ms``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Any,
+        source: Any,
+        send_telegram: Callable[[bytes], None] | None = None,
+        sinks: list[Sink] | None = None,
+        status_sinks: list[Callable[[dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.plc = settings.plc
+        self._backend = backend
+        self._next_backend: Any = None
+        self.source = source
+        self._send = send_telegram
+        self.sinks = list(sinks or [])
+        self.status_sinks = list(status_sinks or [])
+        check_decision_settings(settings.decision, backend.spec.labels)
+        self._pre = Preprocessor(backend.spec, backend.max_batch)
+        self.summary = RunSummary(settings.decision.pass_classes)
+        self.tracker = PartTracker(self._expire)
+        self._triggers: queue.Queue[Part] = queue.Queue()
+        self._outputs: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._accepting = True
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.model_ok = True
+        self.plc_state = "ok" if (settings.plc.enabled and send_telegram) else "disabled"
+        self.stats = {"outputs_dropped": 0, "late_results": 0, "triggers_refused": 0, "infer_errors": 0,
+                      "reloads": 0, "reload_failures": 0}
+        self.last_reload_error: str | None = None
+        self.on_loop: Callable[[], None] | None = None  # called every loop turn (systemd watchdog)
+        self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def backend(self) -> Any:
+        return self._backend
+
+    @property
+    def model_info(self) -> ModelInfo:
+        b = self._backend
+        return ModelInfo(Path(getattr(b, "path", "model")).name, b.model_hash, b.precision, b.name)
+
+    def start(self) -> Inspector:
+        target = self._run_trigger if self.plc.mode == "trigger" else self._run_free
+        for name, fn in (("inspect", target), ("outputs", self._run_outputs), ("status", self._run_status)):
+            t = threading.Thread(target=fn, name=f"edgeqc-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def on_trigger(self, part_id: str, t_arrival: float | None = None) -> None:
+        """A ``TRG`` arrived (called from the PLC reader thread). ``t_arrival``: time.monotonic() s."""
+        now = time.monotonic() if t_arrival is None else t_arrival
+        part = Part(self._next_seq(), part_id, now, time.time() - (time.monotonic() - now),
+                    now + self.plc.deadline_ms / 1000.0)
+        self.tracker.register(part)
+        if not self._accepting:  # shutting down: still answer, fail-safe
+            self.stats["triggers_refused"] += 1
+            self._failsafe(part, "ERROR", None)
+            return
+        self._triggers.put(part)
+
+    def healthy(self) -> bool:
+        """Heartbeat state: False (HBT FAULT) while the camera or the model is down."""
+        return self.model_ok and getattr(self.source, "state", "ok") in ("ok", "exhausted")
+
+    def request_reload(self, new_backend: Any) -> None:
+        """Swap to ``new_backend`` between batches (SIGHUP). Its labels must fit the decision settings."""
+        check_decision_settings(self.settings.decision, new_backend.spec.labels)
+        self._next_backend = new_backend
+
+    def status(self) -> dict[str, Any]:
+        s = self.summary
+        rejects = sum(s.rejects.values())
+        return {
+            "schema": 1, "station_id": self.settings.station_id, "ts": time.time(),
+            "parts_per_min": round(s.parts_per_min(), 2), "parts": s.parts, "rejects": rejects,
+            "reject_rate": round(rejects / s.parts, 4) if s.parts else 0.0,
+            "camera": "ok" if getattr(self.source, "state", "ok") in ("ok", "exhausted") else "lost",
+            "plc": self.plc_state, "model": "ok" if self.model_ok else "fault",
+            "model_name": self.model_info.name, "reload_error": self.last_reload_error,
+        }
+
+    def stop(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Stop taking triggers, answer every part already triggered, flush outputs; returns the summary."""
+        self._accepting = False
+        end = time.monotonic() + timeout
+        # Parts in flight finish or hit their deadline; both answer them.
+        self.tracker.wait_all_answered(max(0.1, min(timeout, self.plc.deadline_ms / 1000.0 + 1.0)))
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=max(0.1, end - time.monotonic()))
+        self.tracker.close()
+        self.stats["late_results"] = self.tracker.late_results
+        return self.summary.to_dict()
+
+    def __enter__(self) -> Inspector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ internals
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    def _telegram(self, part_id: str, v: Verdict) -> bytes:
+        return encode_result(part_id, v.passed, v.label, v.probability, self.plc.pass_code, self.plc.fail_code)
+
+    def _answer(self, part: Part, verdict: Verdict, cause: str | None) -> bool:
+        send = self._send
+        if send is None:
+            return self.tracker.answer(part, lambda: None, cause)
+        data = self._telegram(part.part_id, verdict)
+        return self.tracker.answer(part, lambda: send(data), cause)
+
+    def _failsafe(self, part: Part, cause: str, frame: Any) -> None:
+        verdict = failsafe_verdict(cause)
+        if self._answer(part, verdict, cause):
+            log.warning("part %s: fail-safe %s", part.part_id, cause, extra={"part_id": part.part_id})
+            r = InspectionResult(
+                seq=part.seq, part_id=part.part_id, station_id=self.settings.station_id,
+                trigger_ts=part.wall_trigger, verdict=verdict, decision_ts=time.time(),
+                latency_ms={"plc": 1000.0 * ((part.t_answer or time.monotonic()) - part.t_trigger)},
+                labels=self._backend.spec.labels, model=self.model_info, failsafe=cause,
+                source_id=getattr(frame, "source_id", None), truth=getattr(frame, "label", None),
+                frame=getattr(frame, "image", None), channel_order=self._backend.spec.channel_order,
+            )
+            self._emit(r)
+
+    def _expire(self, part: Part) -> None:
+        self._failsafe(part, "TIMEOUT", None)
+
+    def _emit(self, r: InspectionResult) -> None:
+        self.summary.add(r)
+        try:
+            self._outputs.put_nowait(r)
+        except queue.Full:
+            self.stats["outputs_dropped"] += 1
+
+    def _maybe_swap(self) -> None:
+        nb = self._next_backend
+        if nb is not None:
+            old, self._backend, self._next_backend = self._backend, nb, None
+            self._pre = Preprocessor(nb.spec, nb.max_batch)
+            self.stats["reloads"] += 1
+            log.info("model swapped to %s (%s, %s)", self.model_info.name, nb.precision, nb.name)
+            try:
+                old.close()
+            except Exception:
+                log.exception("closing the old backend failed")
+
+    def _frame_for(self, part: Part) -> Any:
+        """The first frame captured after the trigger (+ delay), or the next replay image."""
+        left = part.deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if self.source.is_replay:
+            return self.source.next_frame(timeout=left)
+        after = part.t_trigger + self.plc.trigger_delay_ms / 1000.0
+        return self.source.latest(after=after, timeout=left)
+
+    def _run_trigger(self) -> None:
+        max_batch = self._backend.max_batch
+        while not (self._stop.is_set() and self._triggers.empty()):
+            if self.on_loop:
+                self.on_loop()
+            try:
+                first = self._triggers.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._maybe_swap()
+            parts = [first]
+            while len(parts) < max_batch:
+                try:
+                    parts.append(self._triggers.get_nowait())
+                except queue.Empty:
+                    break
+            jobs: list[tuple[Part, Any, float]] = []
+            for part in parts:
+                if part.answered:  # deadline passed while queued
+                    continue
+                try:
+                    frame = self._frame_for(part)
+                except Exception:
+                    log.exception("capture failed for part %s", part.part_id)
+                    frame = None
+                if frame is None:
+                    self._failsafe(part, "NO_FRAME", None)
+                    continue
+                jobs.append((part, frame, time.monotonic()))
+            if jobs:
+                self._inspect(jobs)
+
+    def _run_free(self) -> None:
+        every = self.plc.free_run_every
+        n = 0
+        last = None
+        src = self.source
+        while not self._stop.is_set():
+            if self.on_loop:
+                self.on_loop()
+            if src.is_replay:
+                frame = src.next_frame(timeout=0.5)
+                if frame is None and getattr(src, "exhausted", False):
+                    self.finished.set()
+                    self._stop.wait(0.1)
+                    continue
+            else:
+                frame = src.latest(after=last, timeout=0.5)
+            if frame is None:
+                continue
+            last = frame.t_capture
+            n += 1
+            if (n - 1) % every:
+                continue
+            now = time.monotonic()
+            seq = self._next_seq()
+            # Free-run parts have no deadline: nobody waits for them, so no watchdog entry.
+            part = Part(seq, str(seq), frame.t_capture, frame.wall_time, now)
+            self._inspect([(part, frame, now)])
+
+    def _inspect(self, jobs: list[tuple[Part, Any, float]]) -> None:
+        backend = self._backend
+        spec = backend.spec
+        t0 = time.monotonic()
+        try:
+            batch = self._pre.batch([f.image for _, f, _ in jobs])
+            t1 = time.monotonic()
+            probs = backend.infer(batch)
+            t2 = time.monotonic()
+            self.model_ok = True
+        except Exception as exc:
+            self.stats["infer_errors"] += 1
+            self.model_ok = False
+            log.error("inference failed: %s", exc, exc_info=True)
+            for part, frame, _ in jobs:
+                self._failsafe(part, "ERROR", frame)
+            return
+        for i, (part, frame, t_got) in enumerate(jobs):
+            td = time.monotonic()
+            verdict = decide(probs[i], spec.labels, self.settings.decision)
+            t3 = time.monotonic()
+            if not self._answer(part, verdict, None):
+                continue  # fail-safe already sent; a late result is never sent
+            lat = {
+                "capture": 1000.0 * (t_got - part.t_trigger),
+                "preprocess": 1000.0 * (t1 - t0) / len(jobs),
+                "infer": 1000.0 * (t2 - t1) / len(jobs),
+                "decide": 1000.0 * (t3 - td),
+                "plc": 1000.0 * ((part.t_answer or t3) - part.t_trigger),
+                "total": 1000.0 * (t3 - part.t_trigger),
+            }
+            r = InspectionResult(
+                seq=part.seq, part_id=part.part_id, station_id=self.settings.station_id,
+                trigger_ts=part.wall_trigger, verdict=verdict, capture_ts=frame.wall_time,
+                decision_ts=time.time(), probabilities=np.array(probs[i], copy=True), labels=spec.labels,
+                latency_ms=lat, source_id=frame.source_id, model=self.model_info, frame=frame.image,
+                truth=frame.label, channel_order=spec.channel_order,
+            )
+            self._emit(r)
+
+    def _run_outputs(self) -> None:
+        while True:
+            try:
+                item = self._outputs.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            for sink in self.sinks:
+                try:
+                    if isinstance(item, dict):
+                        fn = getattr(sink, "publish_status", None)
+                        if fn:
+                            fn(item)
+                    else:
+                        sink.handle(item)
+                except Exception:
+                    log.exception("output %s failed", type(sink).__name__)
+
+    def _run_status(self) -> None:
+        period = self.settings.zmq.status_interval_ms / 1000.0
+        while not self._stop.wait(period):
+            st = self.status()
+            try:
+                self._outputs.put_nowait(st)
+            except queue.Full:
+                self.stats["outputs_dropped"] += 1
+            for fn in self.status_sinks:
+                try:
+                    fn(st)
+                except Exception:
+                    log.exception("status sink failed")

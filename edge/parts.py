@@ -1,0 +1,116 @@
+"""Triggered parts and the exactly-one-answer guarantee.
+
+Every ``TRG`` creates a :class:`Part` with a deadline. Whoever comes first answers it: the
+inspection loop with its result, or the deadline watchdog with a fail-safe ``TIMEOUT``. The
+other one is refused by :meth:`PartTracker.answer`, so a part is never answered twice and a late
+result is never sent after a fail-safe.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger("edgeqc.parts")
+
+
+@dataclass(eq=False)
+class Part:
+    """A triggered part. ``t_trigger``/``deadline``: time.monotonic() s; ``wall_trigger``: UNIX s."""
+
+    seq: int
+    part_id: str
+    t_trigger: float
+    wall_trigger: float
+    deadline: float
+    answered: bool = False
+    answer_cause: str | None = None  # None = real result; else fail-safe cause
+    t_answer: float | None = None
+    tracked: bool = False  # registered with a PartTracker (has a deadline)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class PartTracker:
+    """Owns pending parts and their deadlines.
+
+    ``on_expire(part)`` is called from the watchdog thread for a part whose deadline passed
+    unanswered; it must send the fail-safe through :meth:`answer`.
+    """
+
+    def __init__(self, on_expire: Callable[[Part], None]) -> None:
+        self._on_expire = on_expire
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, Part]] = []
+        self._tie = itertools.count()
+        self._pending = 0
+        self._stop = False
+        self.late_results = 0
+        self._thread = threading.Thread(target=self._watch, name="edgeqc-deadline", daemon=True)
+        self._thread.start()
+
+    def register(self, part: Part) -> None:
+        part.tracked = True
+        with self._cv:
+            heapq.heappush(self._heap, (part.deadline, next(self._tie), part))
+            self._pending += 1
+            self._cv.notify()
+
+    def answer(self, part: Part, send: Callable[[], None], cause: str | None = None) -> bool:
+        """Answer ``part`` once: call ``send()`` and mark it, or return False if already answered."""
+        with part._lock:
+            if part.answered:
+                if cause is None:
+                    self.late_results += 1
+                return False
+            part.answered = True
+            part.answer_cause = cause
+            send()
+            part.t_answer = time.monotonic()
+        if not part.tracked:
+            return True
+        with self._cv:
+            self._pending -= 1
+            self._cv.notify_all()
+        return True
+
+    @property
+    def pending(self) -> int:
+        with self._cv:
+            return self._pending
+
+    def wait_all_answered(self, timeout: float) -> bool:
+        """Block until no part is pending (True) or ``timeout`` s passed (False)."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            while self._pending > 0:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def _watch(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic())
+                    self._cv.wait(timeout)
+                if self._stop:
+                    return
+                _, _, part = heapq.heappop(self._heap)
+            if not part.answered:
+                try:
+                    self._on_expire(part)
+                except Exception:  # the watchdog must survive anything
+                    log.exception("fail-safe answer for part %s failed", part.part_id)
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=2.0)

@@ -1,0 +1,131 @@
+"""Run summary: counts, throughput, latency percentiles and, on a labelled replay, accuracy.
+
+Definitions (as in the shared model cards): top-1 accuracy = predicted label == true label;
+defect escape rate = defective parts (true label not a pass class) that got a *pass* verdict /
+all defective parts; false reject rate = good parts (true label a pass class) that got a *fail*
+verdict / all good parts. Escape and false reject are counted on verdicts, i.e. what the PLC was
+told; with ``decision.min_pass_probability = 0`` they equal the cards' argmax figures.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.result import InspectionResult
+
+_MAX_SAMPLES = 100_000  # latency samples kept (bounded memory on a months-long run)
+
+
+class RunSummary:
+    def __init__(self, pass_classes: Sequence[str]) -> None:
+        self.pass_classes = set(pass_classes)
+        self._lock = threading.Lock()
+        self.t_start = time.monotonic()
+        self.t_last: float | None = None
+        self.parts = 0
+        self.passes = 0
+        self.rejects: Counter[str] = Counter()
+        self.failsafe: Counter[str] = Counter()
+        self.lat_total: deque[float] = deque(maxlen=_MAX_SAMPLES)
+        self.lat_plc: deque[float] = deque(maxlen=_MAX_SAMPLES)
+        self.confusion: Counter[tuple[str, str]] = Counter()
+        self.truth_good = self.truth_bad = self.false_rejects = self.escapes = 0
+
+    def add(self, r: InspectionResult) -> None:
+        with self._lock:
+            self.parts += 1
+            self.t_last = time.monotonic()
+            if r.verdict.passed:
+                self.passes += 1
+            else:
+                self.rejects[r.verdict.reason] += 1
+            if r.failsafe:
+                self.failsafe[r.failsafe] += 1
+            if "total" in r.latency_ms:
+                self.lat_total.append(r.latency_ms["total"])
+            if "plc" in r.latency_ms:
+                self.lat_plc.append(r.latency_ms["plc"])
+            if r.truth is not None:
+                self.confusion[(r.truth, r.verdict.label if not r.failsafe else r.failsafe)] += 1
+                if r.truth in self.pass_classes:
+                    self.truth_good += 1
+                    self.false_rejects += int(not r.verdict.passed)
+                else:
+                    self.truth_bad += 1
+                    self.escapes += int(r.verdict.passed)
+
+    def parts_per_min(self, window_s: float | None = None) -> float:
+        el = (self.t_last or time.monotonic()) - self.t_start
+        return 60.0 * self.parts / el if el > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            el = ((self.t_last or time.monotonic()) - self.t_start) or 1e-9
+
+            def pct(xs: deque[float]) -> dict[str, float] | None:
+                if not xs:
+                    return None
+                a = np.fromiter(xs, dtype=np.float64)
+                return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+                        "max": round(float(a.max()), 3)}
+
+            out: dict[str, Any] = {
+                "parts": self.parts,
+                "passes": self.passes,
+                "rejects": sum(self.rejects.values()),
+                "rejects_by_reason": dict(self.rejects),
+                "failsafe_by_cause": dict(self.failsafe),
+                "throughput_parts_per_s": round(self.parts / el, 3),
+                "latency_ms_total": pct(self.lat_total),
+                "latency_ms_trigger_to_telegram": pct(self.lat_plc),
+            }
+            n = self.truth_good + self.truth_bad
+            if n:
+                correct = sum(c for (t, p), c in self.confusion.items() if t == p)
+                out["ground_truth"] = {
+                    "images": n,
+                    "top1_correct": correct,
+                    "top1_accuracy": round(correct / n, 6),
+                    "good_parts": self.truth_good,
+                    "defective_parts": self.truth_bad,
+                    "false_rejects": self.false_rejects,
+                    "false_reject_rate": round(self.false_rejects / self.truth_good, 6) if self.truth_good else None,
+                    "defect_escapes": self.escapes,
+                    "defect_escape_rate": round(self.escapes / self.truth_bad, 6) if self.truth_bad else None,
+                    "confusion": {f"{t}->{p}": c for (t, p), c in sorted(self.confusion.items())},
+                }
+            return out
+
+
+def format_summary(d: dict[str, Any]) -> str:
+    """Human-readable summary for the console."""
+    lines = [
+        f"parts {d['parts']}  passes {d['passes']}  rejects {d['rejects']}  "
+        f"throughput {d['throughput_parts_per_s']:.2f} parts/s",
+    ]
+    if d["rejects_by_reason"]:
+        lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(d["rejects_by_reason"].items())))
+    if d["failsafe_by_cause"]:
+        lines.append("fail-safe answers: " + ", ".join(f"{k} {v}" for k, v in sorted(d["failsafe_by_cause"].items())))
+    for key, name in (("latency_ms_trigger_to_telegram", "trigger->telegram"), ("latency_ms_total", "trigger->decision")):
+        if d.get(key):
+            v = d[key]
+            lines.append(f"latency {name}: p50 {v['p50']:.1f} ms  p99 {v['p99']:.1f} ms  max {v['max']:.1f} ms")
+    gt = d.get("ground_truth")
+    if gt:
+        fr = gt["false_reject_rate"]
+        es = gt["defect_escape_rate"]
+        lines.append(
+            f"ground truth ({gt['images']} labelled images): top-1 {100 * gt['top1_accuracy']:.2f} % "
+            f"({gt['top1_correct']}/{gt['images']})"
+        )
+        if fr is not None:
+            lines.append(f"  false reject rate {100 * fr:.2f} % ({gt['false_rejects']}/{gt['good_parts']})")
+        if es is not None:
+            lines.append(f"  defect escape rate {100 * es:.2f} % ({gt['defect_escapes']}/{gt['defective_parts']})")
+    return "\n".join(lines)
