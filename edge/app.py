@@ -87,9 +87,8 @@ class Station:
             if settings.plc.enabled:
                 from edge.plc.link import PlcLink
 
-                plc = settings.plc.model_copy(update={"port": plc_port}) if plc_port else settings.plc
-                self.link = PlcLink(plc, on_trigger=self._on_trigger, on_state=self._on_plc_state,
-                                    health=self._healthy)
+                self.link = PlcLink(settings.plc, on_trigger=self._on_trigger, on_state=self._on_plc_state,
+                                    health=self._healthy, port=plc_port)
                 send = self.link.send
             self.inspector = Inspector(settings, self.backend, self.source, send_telegram=send, sinks=sinks)
             if self.metrics is not None:

@@ -1,0 +1,420 @@
+"""The serial link to the PLC: port ownership, reader/writer/heartbeat threads, reconnect.
+
+Threads (all daemon, all blocking calls bounded):
+
+* reader: owns opening/closing the port. Reads with ``plc.read_timeout_ms``, cuts lines with
+  :class:`~edge.plc.telegram.LineSplitter`, answers PING (PONG) and malformed telegrams (NAK)
+  itself and hands every TRG to ``on_trigger(Trigger, t_arrival)`` (``time.monotonic()`` seconds
+  when the bytes completing the line were read). A read or write error (``SerialException`` /
+  ``OSError``: USB adapter unplugged, pty gone) marks the link lost, closes the port and reopens it
+  with the waits of ``plc.reopen_backoff_ms``.
+* writer: drains a bounded queue so :meth:`PlcLink.send` never blocks; writes are bounded by
+  ``plc.write_timeout_ms``. While the link is lost, queued telegrams are discarded and counted
+  (a RES sent late after a reconnect could be taken for the wrong part).
+* heartbeat: ``HBT,<seq>,<OK|FAULT>`` every ``plc.heartbeat_interval_ms`` while the port is open;
+  OK/FAULT comes from the ``health()`` callable.
+
+Sources: pyserial 3.5 API (``serial_for_url``, ``in_waiting``, ``cancel_read``, ``exclusive``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import serial
+
+from edge.plc.telegram import (
+    HEARTBEAT_SEQ_MODULO,
+    LineSplitter,
+    Ping,
+    TelegramError,
+    Trigger,
+    encode_failsafe,
+    encode_heartbeat,
+    encode_nak,
+    encode_pong,
+    encode_result,
+    parse_plc_line,
+)
+from edge.settings import PlcSettings
+
+log = logging.getLogger(__name__)
+
+_FLUSH = object()  # writer sentinel: everything before it has been written (or discarded)
+_COUNTERS = (
+    "triggers", "pings", "naks_sent", "heartbeats_sent", "telegrams_sent", "bytes_sent",
+    "write_errors", "read_errors", "dropped", "dropped_results", "reconnects", "open_failures",
+)
+
+
+class PlcLink:
+    """EQC-ASCII/1 link to the PLC over pyserial.
+
+    Args:
+        settings: ``settings.plc``.
+        on_trigger: called in the reader thread as ``on_trigger(Trigger, t_arrival_monotonic_s)``;
+            must return quickly (put the trigger on a queue). Exceptions are logged, not raised.
+        on_state: called with ``"ok"`` (port open) / ``"lost"`` (port failed or cannot be opened)
+            on every change, from the reader thread.
+        health: ``() -> bool``; True = HBT ``OK``, False or an exception = ``FAULT``.
+        port: overrides ``settings.port`` (e.g. an endpoint of :class:`~edge.plc.pty.PtyPair`
+            when ``settings.port == "demo"``).
+        queue_size: telegrams waiting for the writer; beyond it :meth:`send` drops and counts.
+
+    Raises:
+        ValueError: ``settings.port`` is ``"demo"`` and no ``port`` is given.
+
+    Use as a context manager, or :meth:`start` / :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        settings: PlcSettings,
+        on_trigger: Callable[[Trigger, float], Any],
+        on_state: Callable[[str], Any] | None = None,
+        health: Callable[[], bool] | None = None,
+        *,
+        port: str | None = None,
+        queue_size: int = 256,
+    ) -> None:
+        self.settings = settings
+        self.port_url = port if port is not None else settings.port
+        if self.port_url == "demo":
+            raise ValueError(
+                "plc.port = 'demo' must be resolved to a pty endpoint first "
+                "(edge.plc.pty.PtyPair) and passed as PlcLink(..., port=...)"
+            )
+        self._on_trigger = on_trigger
+        self._on_state = on_state
+        self._health = health or (lambda: True)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._splitter = LineSplitter()
+        self._port: serial.SerialBase | None = None
+        self._port_lock = threading.Lock()  # held by the writer while writing, by the reader to swap/close
+        self._write_failed = threading.Event()
+        self._stop = threading.Event()  # stops reader
+        self._stop_hb = threading.Event()
+        self._closing = False
+        self._state = "init"
+        self._opened_once = False
+        self._hb_seq = 0
+        self._counts: Counter[str] = Counter({k: 0 for k in _COUNTERS})
+        self.naks_by_reason: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._last_warn = 0.0
+        self._suppressed = 0
+
+    # ---------------------------------------------------------------- public
+    @property
+    def state(self) -> str:
+        """``"init"`` before :meth:`start`, then ``"ok"`` or ``"lost"``, ``"closed"`` after close."""
+        return self._state
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: triggers, pings, naks_sent, heartbeats_sent, telegrams_sent, bytes_sent,
+        write_errors, read_errors, dropped (all discarded telegrams), dropped_results (RES among
+        them), reconnects (successful opens after the first), open_failures; plus state and
+        queue_depth and naks_by_reason (NAK token -> count)."""
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            out["naks_by_reason"] = dict(self.naks_by_reason)
+        out["state"] = self._state
+        out["queue_depth"] = self._queue.qsize()
+        return out
+
+    def start(self) -> PlcLink:
+        """Open the port (one attempt, synchronously) and start the threads. If the port cannot be
+        opened the link starts in state ``lost`` and keeps retrying.
+
+        Raises:
+            ValueError: invalid port URL or serial parameters (configuration error, no retry).
+        """
+        if self._threads:
+            return self
+        try:
+            self._open()
+        except (serial.SerialException, OSError) as exc:
+            self._count("open_failures")
+            log.error("PLC port %s cannot be opened: %s (retrying)", self.port_url, exc)
+            self._set_state("lost")
+        for name, target in (("reader", self._reader), ("writer", self._writer), ("heartbeat", self._heartbeat)):
+            t = threading.Thread(target=target, name=f"plc-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def send(self, telegram: bytes) -> bool:
+        """Queue an encoded telegram for the writer; never blocks.
+
+        Returns:
+            False if it was dropped (queue full or link closed); counted in ``dropped`` and, for a
+            RES, in ``dropped_results`` with an ERROR log naming the part.
+        """
+        if self._closing:
+            self._drop(telegram, "link closed")
+            return False
+        try:
+            self._queue.put_nowait(telegram)
+        except queue.Full:
+            self._drop(telegram, f"write queue full ({self._queue.maxsize})")
+            return False
+        return True
+
+    def send_result(self, part_id: str | int, passed: bool, label: str, probability: float) -> bool:
+        """Encode a RES with the configured pass/fail codes and :meth:`send` it."""
+        s = self.settings
+        return self.send(encode_result(part_id, passed, label, probability, s.pass_code, s.fail_code))
+
+    def send_failsafe(self, part_id: str | int, cause: str) -> bool:
+        """Encode a fail-safe RES (``TIMEOUT``/``NO_FRAME``/``ERROR``) and :meth:`send` it."""
+        return self.send(encode_failsafe(part_id, cause, self.settings.fail_code))
+
+    def close(self, flush_timeout: float = 1.0) -> None:
+        """Stop the threads and close the port. Telegrams already queued are written first for at
+        most ``flush_timeout`` s (plus one write timeout); returns within about
+        ``flush_timeout + read_timeout + 2 * write_timeout``."""
+        if self._state == "closed":
+            return
+        deadline = time.monotonic() + flush_timeout
+        self._stop_hb.set()
+        threads = {t.name: t for t in self._threads}
+        if "plc-heartbeat" in threads:
+            threads["plc-heartbeat"].join(flush_timeout)
+        self._closing = True
+        writer = threads.get("plc-writer")
+        if writer is not None:
+            try:
+                self._queue.put(_FLUSH, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                pass
+            writer.join(max(0.0, deadline - time.monotonic()) + self.settings.write_timeout_ms / 1000)
+        self._stop.set()
+        port = self._port
+        if port is not None and hasattr(port, "cancel_read"):
+            try:
+                port.cancel_read()
+            except Exception:  # noqa: BLE001 - best effort wake-up; the read timeout bounds it anyway
+                pass
+        for t in self._threads:
+            t.join(self.settings.read_timeout_ms / 1000 + self.settings.write_timeout_ms / 1000 + 0.5)
+            if t.is_alive():
+                log.error("PLC thread %s did not stop in time", t.name)
+        self._close_port()
+        pending = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _FLUSH:
+                pending += 1
+                self._drop(item, "link closed before it was written")
+        if pending:
+            log.warning("PLC link closed with %d telegram(s) unwritten", pending)
+        self._state = "closed"
+
+    def __enter__(self) -> PlcLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        if state == "ok":
+            log.info("PLC link %s open", self.port_url)
+        if self._on_state is not None:
+            try:
+                self._on_state(state)
+            except Exception:
+                log.exception("on_state callback failed")
+
+    def _drop(self, telegram: bytes, why: str) -> None:
+        self._count("dropped")
+        if telegram.startswith(b"RES,"):
+            self._count("dropped_results")
+            part = telegram.split(b",", 2)[1].decode("ascii", "replace")
+            log.error("RESULT NOT SENT to PLC for part %s (%s): %r", part, why, telegram)
+        else:
+            self._warn_limited("PLC telegram dropped (%s): %r", why, telegram)
+
+    def _warn_limited(self, msg: str, *args: object) -> None:
+        """At most one warning per second; the others are summed up in the next one."""
+        now = time.monotonic()
+        if now - self._last_warn >= 1.0:
+            if self._suppressed:
+                log.warning("(%d similar PLC warnings suppressed)", self._suppressed)
+                self._suppressed = 0
+            self._last_warn = now
+            log.warning(msg, *args)
+        else:
+            self._suppressed += 1
+
+    def _open(self) -> None:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "baudrate": s.baudrate,
+            "bytesize": s.bytesize,
+            "parity": s.parity,
+            "stopbits": s.stopbits,
+            "timeout": s.read_timeout_ms / 1000,
+            "write_timeout": s.write_timeout_ms / 1000,
+        }
+        if "://" not in self.port_url:
+            kwargs["exclusive"] = True  # flock on POSIX; a second edgeqc cannot steal the port
+        port = serial.serial_for_url(self.port_url, **kwargs)
+        try:
+            port.reset_input_buffer()  # stale bytes from before the (re)open
+        except (serial.SerialException, OSError, NotImplementedError):
+            pass
+        self._splitter.reset()
+        self._write_failed.clear()
+        with self._port_lock:
+            self._port = port
+        if self._opened_once:
+            self._count("reconnects")
+        self._opened_once = True
+        self._set_state("ok")
+
+    def _close_port(self) -> None:
+        with self._port_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("closing PLC port: %s", exc)
+
+    def _lost(self, why: object) -> None:
+        log.error("PLC port %s lost: %s", self.port_url, why)
+        self._close_port()
+        self._set_state("lost")
+
+    def _reader(self) -> None:
+        backoff = self.settings.reopen_backoff_ms
+        attempt = 0
+        while not self._stop.is_set():
+            port = self._port
+            if port is None:
+                wait = backoff[min(attempt, len(backoff) - 1)] / 1000
+                if self._stop.wait(wait):
+                    break
+                try:
+                    self._open()
+                    attempt = 0
+                except (serial.SerialException, OSError, ValueError) as exc:
+                    attempt += 1
+                    self._count("open_failures")
+                    log.debug("reopen of %s failed (attempt %d): %s", self.port_url, attempt, exc)
+                    self._set_state("lost")
+                continue
+            try:
+                data = port.read(1)
+                if data:
+                    waiting = port.in_waiting
+                    if waiting:
+                        data += port.read(waiting)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                # TypeError/AttributeError: pyserial internals after the fd went away under close()
+                if self._stop.is_set():
+                    break
+                self._count("read_errors")
+                self._lost(f"read failed: {exc}")
+                continue
+            t = time.monotonic()
+            if self._write_failed.is_set():
+                self._lost("write failed")
+                continue
+            if data:
+                self._handle(data, t)
+
+    def _handle(self, data: bytes, t_arrival: float) -> None:
+        for item in self._splitter.feed(data):
+            if isinstance(item, TelegramError):
+                self._nak(item, b"")
+                continue
+            try:
+                tel = parse_plc_line(item, self.settings.checksum_required)
+            except TelegramError as err:
+                self._nak(err, item)
+                continue
+            if isinstance(tel, Ping):
+                self._count("pings")
+                self.send(encode_pong())
+            elif isinstance(tel, Trigger):
+                self._count("triggers")
+                try:
+                    self._on_trigger(tel, t_arrival)
+                except Exception:
+                    log.exception("on_trigger failed for part %s", tel.part_id)
+
+    def _nak(self, err: TelegramError, line: bytes) -> None:
+        self._count("naks_sent")
+        with self._lock:
+            self.naks_by_reason[err.reason] += 1
+        self._warn_limited("NAK %s for PLC telegram %r: %s", err.reason, line[:80], err.detail)
+        self.send(encode_nak(err.reason))
+
+    def _writer(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is _FLUSH:
+                return
+            with self._port_lock:
+                port = self._port
+                if port is None or self._write_failed.is_set():
+                    self._drop(item, "PLC port lost")
+                    continue
+                try:
+                    port.write(item)
+                except serial.SerialTimeoutException as exc:
+                    # a stuck port (flow control, no reader): this telegram is lost, the port stays
+                    self._count("write_errors")
+                    self._drop(item, f"write timeout: {exc}")
+                    continue
+                except (serial.SerialException, OSError) as exc:
+                    self._count("write_errors")
+                    self._write_failed.set()
+                    self._drop(item, f"write failed: {exc}")
+                    continue
+            self._count("telegrams_sent")
+            self._count("bytes_sent", len(item))
+
+    def _heartbeat(self) -> None:
+        interval = self.settings.heartbeat_interval_ms / 1000
+        next_t = time.monotonic()
+        while not self._stop_hb.wait(max(0.0, next_t - time.monotonic())):
+            now = time.monotonic()
+            next_t += interval
+            if next_t < now:  # fell behind (suspend, overload): no burst of heartbeats
+                next_t = now + interval
+            if self._state != "ok":
+                continue
+            try:
+                ok = bool(self._health())
+            except Exception:
+                log.exception("health() failed; heartbeat FAULT")
+                ok = False
+            if self.send(encode_heartbeat(self._hb_seq, ok)):
+                self._count("heartbeats_sent")
+            self._hb_seq = (self._hb_seq + 1) % HEARTBEAT_SEQ_MODULO

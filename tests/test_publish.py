@@ -1,0 +1,77 @@
+"""ZeroMQ publisher against a real SUB socket on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+from edge.decision import Verdict
+from edge.publish import Publisher
+from edge.result import InspectionResult, ModelInfo
+from edge.settings import ZmqSettings
+
+LABELS = ("free", "crack")
+
+
+def _result(seq: int, passed: bool) -> InspectionResult:
+    frame = np.zeros((32, 48, 3), np.uint8)
+    frame[:, :, 0] = 200  # red in RGB
+    return InspectionResult(
+        seq=seq, part_id=f"A{seq}", station_id="line3", trigger_ts=1.0,
+        verdict=Verdict(passed, "free" if passed else "crack", 0.9, "" if passed else "crack"),
+        probabilities=np.array([0.9, 0.1] if passed else [0.1, 0.9], np.float32), labels=LABELS,
+        latency_ms={"total": 3.0}, source_id=f"img{seq}.png", model=ModelInfo("m.onnx", "ab", "fp32", "onnxruntime"),
+        frame=frame,
+    )
+
+
+def test_sub_receives_every_result_and_reject_jpeg() -> None:
+    ctx = zmq.Context()
+    pub = Publisher(ZmqSettings(endpoint="tcp://127.0.0.1:0"), context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    time.sleep(0.3)  # slow-joiner: let the subscription reach the PUB
+    for i in range(1, 11):
+        pub.handle(_result(i, passed=i % 3 != 0))
+    got: dict[bytes, list[list[bytes]]] = {b"result": [], b"reject": []}
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    while len(got[b"result"]) < 10 or len(got[b"reject"]) < 3:
+        assert poller.poll(2000), f"timed out: {[(k, len(v)) for k, v in got.items()]}"
+        parts = sub.recv_multipart()
+        got[parts[0]].append(parts)
+    seqs = [json.loads(p[1])["seq"] for p in got[b"result"]]
+    assert seqs == list(range(1, 11))
+    rej = [json.loads(p[1]) for p in got[b"reject"]]
+    assert [m["part_id"] for m in rej] == ["A3", "A6", "A9"]
+    assert rej[0]["verdict"] == "fail" and rej[0]["probabilities"] == {"free": 0.1, "crack": 0.9}
+    img = cv2.imdecode(np.frombuffer(got[b"reject"][0][2], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (32, 48, 3)
+    b, g, r = (int(x) for x in img[16, 24])
+    assert r > 180 and b < 30  # RGB frame encoded in BGR order: still red
+    assert pub.stats == {"sent": 13, "dropped": 0, "encode_errors": 0}
+    pub.close()
+    sub.close(0)
+    ctx.term()
+
+
+def test_slow_subscriber_costs_counted_drops_never_blocks() -> None:
+    ctx = zmq.Context()
+    pub = Publisher(ZmqSettings(endpoint="tcp://127.0.0.1:0", send_hwm=5), context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 5)
+    sub.connect(pub.endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    time.sleep(0.3)
+    for i in range(5000):  # nobody reads: queues fill, sends must not block
+        pub.handle(_result(i, passed=True))
+    assert pub.stats["dropped"] > 0
+    assert pub.stats["sent"] + pub.stats["dropped"] == 5000
+    pub.close(0)
+    sub.close(0)
+    ctx.term()
