@@ -56,13 +56,14 @@ class Station:
         try:
             self.backend = open_backend_for(settings)
             self._closers.append(self.backend.close)
-            demo_folder = None
+            demo_folder = lister = None
             if settings.camera.source == "demo":
                 from edge.demo.synth import demo_folder as make_demo_folder
+                from edge.demo.synth import replay_order
 
-                demo_folder = make_demo_folder(n=settings.camera.demo_parts)
+                demo_folder, lister = make_demo_folder(n=settings.camera.demo_parts), replay_order
             self.source = open_source(settings.camera, channel_order=self.backend.spec.channel_order,
-                                      demo_folder=demo_folder)
+                                      demo_folder=demo_folder, lister=lister)
             self._closers.append(self.source.close)
             sinks: list[Any] = []
             self.publisher = None

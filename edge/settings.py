@@ -120,6 +120,10 @@ class ArchiveSettings(_Section):
     max_bytes: int = Field(2_000_000_000, gt=0, description="Retention: total bytes kept; oldest go first.")
     max_age_days: float = Field(30.0, gt=0, description="Retention: records older than this are deleted, in days.")
     queue_size: int = Field(256, gt=0, description="Frames waiting to be written; beyond this they are dropped and counted.")
+    queue_max_bytes: int = Field(
+        268_435_456, gt=0,
+        description="Bound on the uncompressed frame bytes waiting to be written, in bytes (default 256 MiB); beyond it frames are dropped and counted.",
+    )
 
 
 class MetricsSettings(_Section):
@@ -134,6 +138,23 @@ class ReviewSettings(_Section):
     stations: list[str] = Field(["tcp://127.0.0.1:5556"], description="ZeroMQ PUB endpoints of the stations to follow.")
     db_path: str = Field("./edgeqc-review.sqlite", description="SQLite file with the operator verdicts.")
     token: str | None = Field(None, description="Login token; required when host is not loopback.")
+    shift_starts: list[str] = Field(
+        ["06:00", "14:00", "22:00"],
+        description="Local times (HH:MM) at which shifts start; the page's shift counts begin at the latest one.",
+    )
+    keep_unreviewed_days: float = Field(
+        14.0, gt=0, description="Rejects without a verdict older than this are deleted with their frames, in days (reviewed ones stay)."
+    )
+
+    @field_validator("shift_starts")
+    @classmethod
+    def _hhmm(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [s for s in v if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", s)]
+        if bad or not v:
+            raise ValueError(f"expected a non-empty list of HH:MM times (24 h), got {bad or v}")
+        return sorted(v)
 
 
 class Settings(BaseSettings):

@@ -12,10 +12,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.frames import to_channel_order
 from edge.settings import CameraSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger("edge.capture")
 
@@ -27,13 +32,19 @@ class CaptureError(RuntimeError):
     """A frame source cannot be opened; the message says what was tried and what to check."""
 
 
+def frame_image(img: np.ndarray, order: str) -> np.ndarray:
+    """OpenCV image (gray/BGR/BGRA) -> ``Frame.image``: :func:`edge.frames.to_channel_order`, alpha dropped."""
+    out = to_channel_order(img, order)
+    return np.ascontiguousarray(out[:, :, :3]) if out.ndim == 3 and out.shape[2] == 4 else out
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One captured image.
 
     Attributes:
-        image: ``[H,W]`` or ``[H,W,3]`` uint8 (or uint16) in the channel order given to
-            :func:`~edge.capture.open_source` (converted once, in the source).
+        image: ``[H,W]`` (gray) or ``[H,W,3]`` uint8 (or uint16) in the channel order given to
+            :func:`~edge.capture.open_source` (converted once, in the source; alpha dropped).
         t_capture: ``time.monotonic()`` in s when the camera read returned; for replay sources the
             moment the frame was handed out (a file has no capture time).
         wall_time: UNIX time in s taken together with ``t_capture``.
@@ -120,7 +131,7 @@ class FrameSource:
         return max(0, steps[min(attempt, len(steps) - 1)]) / 1000.0
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> FrameSource:
+    def start(self) -> Self:
         """Open the source and start its thread; returns ``self``. Idempotent.
 
         Raises:
@@ -132,14 +143,14 @@ class FrameSource:
         return self
 
     def close(self) -> None:
-        """Stop the capture thread and release the device; never blocks longer than ~1 s."""
+        """Stop the capture threads and release the device; returns within ~2 s even if a driver call hangs."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._close()
         self._set_state("closed")
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

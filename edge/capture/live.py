@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture.base import CaptureError, Frame, FrameSource, log
-from edge.frames import to_channel_order
+from edge.capture.base import CaptureError, Frame, FrameSource, frame_image, log
 from edge.settings import CameraSettings
 
 #: Opens the device/stream and returns an opened ``cv2.VideoCapture`` (or anything with ``read()``
@@ -99,8 +98,6 @@ class LiveSource(FrameSource):
             with self._cond:
                 att = self._attempt = _Attempt(gen=self._attempt.gen + 1)
                 self._progress_t = time.monotonic()
-            if self._first.is_set():
-                self._set_state("opening")
             threading.Thread(target=self._work, args=(att,), name=f"grab-{self.name}", daemon=True).start()
             reason = self._watch(att)
             if self._stop.is_set():
@@ -115,6 +112,8 @@ class LiveSource(FrameSource):
                 self._first_error = reason
                 self._first.set()
                 return
+            if self.state == "lost":  # stays "lost" until a reopened source delivers again
+                log.info("capture %s: reopen attempt %d failed (%s)", self.name, attempt_no, reason)
             self._set_state("lost", reason)
             if att.frames:
                 attempt_no = 0
@@ -122,7 +121,7 @@ class LiveSource(FrameSource):
                 return
             attempt_no += 1
             self._count("reconnects")
-            log.info("capture %s: reopening (attempt %d)", self.name, attempt_no)
+            log.debug("capture %s: reopening (attempt %d)", self.name, attempt_no)
 
     def _watch(self, att: _Attempt) -> str:
         """Wait until the worker ends or stalls; returns why."""
@@ -153,15 +152,15 @@ class LiveSource(FrameSource):
                 if not ok or img is None:
                     att.reason = "read failed (stream ended, device unplugged or read timeout)"
                     return
-                if not self._publish(att, to_channel_order(img, self.channel_order), t, wall):
+                if not self._publish(att, frame_image(img, self.channel_order), t, wall):
                     return
-        except Exception as exc:  # CaptureError from the opener, cv2.error from read
+        except Exception as exc:  # noqa: BLE001 - CaptureError from the opener, cv2.error from read
             att.reason = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
         finally:
             if cap is not None:
                 try:
                     cap.release()
-                except Exception:
+                except Exception:  # noqa: BLE001 - best effort on a dying device
                     log.debug("capture %s: release failed", self.name, exc_info=True)
             att.released.set()
             att.done.set()

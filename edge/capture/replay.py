@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
 
-from edge.capture.base import CaptureError, Frame, FrameSource, log
-from edge.frames import IMAGE_EXTENSIONS, list_images, read_image, to_channel_order
+from edge.capture.base import CaptureError, Frame, FrameSource, frame_image, log
+from edge.frames import IMAGE_EXTENSIONS, list_images, read_image
 from edge.settings import CameraSettings
 
 PREFETCH = 2
@@ -71,9 +72,10 @@ class _ReplaySource(FrameSource):
                 if not self.camera.loop or produced == 0:
                     break
                 log.info("replay %s: end reached, looping", self.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a replay ends, it never kills the station
             log.exception("replay %s: reader failed; ending the replay", self.name)
-        self._queue.put(_END)
+        if not self._stop.is_set():
+            self._queue.put(_END)
 
     def _wait_until_back(self, what: str) -> bool:
         """State "lost" until ``self.path`` exists again; False if closed meanwhile."""
@@ -99,7 +101,7 @@ class _ReplaySource(FrameSource):
             self._exhausted = True
             self._set_state("exhausted")
             return None
-        image, source_id, label = item  # type: ignore[misc]
+        image, source_id, label = cast(_Item, item)
         with self._lock:
             index = self._stats["frames"]
             self._stats["frames"] += 1
@@ -108,7 +110,8 @@ class _ReplaySource(FrameSource):
     def latest(self, after: float | None = None, timeout: float = 1.0) -> Frame | None:
         deadline = time.monotonic() + max(0.0, timeout)
         if after is not None and after > time.monotonic():  # emulate the trigger delay
-            if self._stop.wait(min(after, deadline) - time.monotonic()) or after > deadline:
+            closed = self._stop.wait(min(after, deadline) - time.monotonic())
+            if closed or after > deadline:
                 return None
         return self.next_frame(deadline - time.monotonic())
 
@@ -118,22 +121,38 @@ class FolderSource(_ReplaySource):
 
     ``source_id`` is the POSIX path relative to ``path``; ``label`` the first-level subfolder name
     (None for images directly in ``path``). The folder is listed again on each ``loop`` pass.
+
+    Args:
+        lister: ``folder -> list[Path]`` of the files under it in play order; default
+            :func:`edge.frames.list_images` (e.g. :func:`edge.demo.synth.replay_order` for the demo).
     """
+
+    def __init__(self, path: Path, camera: CameraSettings, channel_order: str = "RGB",
+                 on_state: Callable[[str], object] | None = None,
+                 lister: Callable[[Path], list[Path]] = list_images) -> None:
+        super().__init__(path, camera, channel_order, on_state)
+        self._lister = lister
 
     def _check(self) -> None:
         if not self.path.is_dir():
             raise CaptureError(f"camera.source: image folder {self.path} does not exist (check the path)")
-        if not list_images(self.path):
+        if not self._lister(self.path):
             raise CaptureError(
                 f"camera.source: folder {self.path} contains no images "
                 f"(searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
 
     def _one_pass(self) -> Iterator[_Item]:
-        for file in list_images(self.path):
-            rel = file.relative_to(self.path) if file.is_absolute() == self.path.is_absolute() else file
+        while True:
+            try:
+                files = self._lister(self.path)
+                break
+            except NotADirectoryError:
+                if not self._wait_until_back("image folder"):
+                    return
+        for file in files:
             while True:
-                image = read_image(file, self.channel_order)
+                image = read_image(file, "BGR")
                 if image is not None or self.path.is_dir():
                     break
                 if not self._wait_until_back("image folder"):
@@ -143,7 +162,9 @@ class FolderSource(_ReplaySource):
                 why = "missing" if not file.exists() else "corrupt, truncated or not an image"
                 log.warning("replay: skipping %s (%s)", file, why)
                 continue
-            yield image, rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else None
+            rel = file.relative_to(self.path)
+            label = rel.parts[0] if len(rel.parts) > 1 else None
+            yield frame_image(image, self.channel_order), rel.as_posix(), label
 
 
 class VideoFileSource(_ReplaySource):
@@ -175,7 +196,7 @@ class VideoFileSource(_ReplaySource):
                 ok, img = cap.read()
                 if not ok or img is None:
                     break
-                yield to_channel_order(img, self.channel_order), f"{self.path.name}#frame{n}", None
+                yield frame_image(img, self.channel_order), f"{self.path.name}#frame{n}", None
                 n += 1
         finally:
             cap.release()

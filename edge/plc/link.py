@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import serial
 
@@ -43,6 +43,9 @@ from edge.plc.telegram import (
     parse_plc_line,
 )
 from edge.settings import PlcSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +204,8 @@ class PlcLink:
         if port is not None and hasattr(port, "cancel_read"):
             try:
                 port.cancel_read()
-            except Exception:  # noqa: BLE001 - best effort wake-up; the read timeout bounds it anyway
-                pass
+            except (serial.SerialException, OSError, ValueError) as exc:  # best effort wake-up; the read timeout bounds the wait anyway
+                log.debug("cancel_read: %s", exc)
         for t in self._threads:
             t.join(self.settings.read_timeout_ms / 1000 + self.settings.write_timeout_ms / 1000 + 0.5)
             if t.is_alive():
@@ -221,7 +224,7 @@ class PlcLink:
             log.warning("PLC link closed with %d telegram(s) unwritten", pending)
         self._state = "closed"
 
-    def __enter__(self) -> PlcLink:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -380,6 +383,9 @@ class PlcLink:
                 continue
             if item is _FLUSH:
                 return
+            if self._stop.is_set():  # close() gave up flushing: the rest is discarded (and counted) there
+                self._drop(item, "link closed before it was written")
+                return
             with self._port_lock:
                 port = self._port
                 if port is None or self._write_failed.is_set():
@@ -403,6 +409,7 @@ class PlcLink:
     def _heartbeat(self) -> None:
         interval = self.settings.heartbeat_interval_ms / 1000
         next_t = time.monotonic()
+        health_failed = False
         while not self._stop_hb.wait(max(0.0, next_t - time.monotonic())):
             now = time.monotonic()
             next_t += interval
@@ -412,8 +419,11 @@ class PlcLink:
                 continue
             try:
                 ok = bool(self._health())
+                health_failed = False
             except Exception:
-                log.exception("health() failed; heartbeat FAULT")
+                if not health_failed:  # once per failure streak, not every beat
+                    log.exception("health() failed; heartbeats say FAULT until it works again")
+                health_failed = True
                 ok = False
             if self.send(encode_heartbeat(self._hb_seq, ok)):
                 self._count("heartbeats_sent")

@@ -152,7 +152,7 @@ def _part_id_bytes(part_id: str | int) -> bytes:
             raise ValueError(f"part_id (sequence number) must be >= 0, got {part_id}")
         part_id = str(part_id)
     if not isinstance(part_id, str):
-        raise ValueError(f"part_id must be str or int, got {type(part_id).__name__}")
+        raise TypeError(f"part_id must be str or int, got {type(part_id).__name__}")
     raw = part_id.encode("ascii", errors="replace")
     if not _PART_ID_RE.match(raw):
         raise ValueError(f"part_id {part_id!r} must be 1-16 characters of [A-Za-z0-9_-]")
@@ -190,13 +190,14 @@ def encode_result(
             3 decimals.
 
     Raises:
+        TypeError: part id neither str nor int.
         ValueError: part id not 1-16 of ``[A-Za-z0-9_-]``, probability not finite or outside [0, 1],
             a code not 1-4 of ``[A-Za-z0-9]``.
     """
     p = float(probability)
     if not math.isfinite(p) or p < -1e-6 or p > 1.0 + 1e-6:
         raise ValueError(f"probability must be a finite value in [0, 1], got {probability!r}")
-    p = min(max(p, 0.0), 1.0)
+    p = 0.0 if p <= 0.0 else min(p, 1.0)  # also turns -0.0 into 0.0
     code = _code_bytes(pass_code, "pass_code") if passed else _code_bytes(fail_code, "fail_code")
     body = b"RES,%s,%s,%s,%.3f" % (_part_id_bytes(part_id), code, sanitize_label(label).encode("ascii"), p)
     return _frame(body)

@@ -148,8 +148,8 @@ def image_format(data: bytes) -> str | None:
 def check_image(data: bytes) -> str | None:
     """Format of ``data`` if it decodes as a JPEG/PNG image, else None (corrupt or empty).
 
-    Decodes with OpenCV (``cv2.imdecode``) so a truncated frame is caught on arrival, not at
-    export time.
+    Decodes with OpenCV (``cv2.imdecode``; JPEGs at 1/8 scale, which libjpeg does without the
+    full inverse DCT) so a truncated frame is caught on arrival, not at export time.
     """
     fmt = image_format(data)
     if fmt is None:
@@ -157,5 +157,6 @@ def check_image(data: bytes) -> str | None:
     import cv2
     import numpy as np
 
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_8 if fmt == "jpg" else cv2.IMREAD_UNCHANGED
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     return fmt if img is not None and img.size > 0 else None

@@ -28,11 +28,15 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edge.review.messages import PartMessage
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SCHEMA_VERSION = 1
 VERDICTS = ("defect", "good")
@@ -129,7 +133,7 @@ def _row_dict(r: sqlite3.Row) -> dict[str, Any]:
     msg = json.loads(r["message"])
     probs = msg.get("probabilities") or {}
     top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
-    d = {k: r[k] for k in r.keys() if k != "message"}
+    d = {k: r[k] for k in r.keys() if k != "message"}  # noqa: SIM118 - sqlite3.Row iterates values
     d["has_image"] = r["image_format"] is not None
     d["probabilities"] = probs
     d["top"] = [[k, v] for k, v in top]
@@ -181,38 +185,41 @@ class ReviewStore:
         image_format: str | None,
         origin: str = "zmq",
         received_ts: float | None = None,
-    ) -> int | None:
-        """File one reject (with its frame, if any). Returns the new id, or None if it was already filed.
+    ) -> tuple[int, str]:
+        """File one reject (with its frame, if any).
 
         ``image``/``image_format``: the checked frame bytes and ``"jpg"``/``"png"``, or None/None.
-        A reject filed earlier without a frame gets the frame now if this copy has one.
+        Returns ``(reject_id, change)``: ``"new"``; ``"image"`` = filed earlier without a frame,
+        which this copy supplied; ``"none"`` = already filed.
         """
         now = time.time() if received_ts is None else received_ts
         body = json.dumps(msg.raw, separators=(",", ":"))
+        fmt = image_format if image else None
         with self._lock, self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO rejects (station_id, seq, trigger_ts, ts, received_ts, part_id, label, "
                 "probability, reason, failsafe, source_id, origin, image_format, message) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (msg.station_id, msg.seq, msg.trigger_ts, msg.ts, now, msg.part_id, msg.label, msg.probability,
-                 msg.reason, msg.failsafe, msg.source_id, origin, image_format if image else None, body),
+                 msg.reason, msg.failsafe, msg.source_id, origin, fmt, body),
             )
-            if cur.rowcount == 0:
+            if cur.rowcount == 1:
+                rid = int(cur.lastrowid or 0)
                 if image:
-                    row = self._db.execute(
-                        "SELECT id FROM rejects WHERE station_id=? AND seq=? AND trigger_ts=? AND image_format IS NULL",
-                        (msg.station_id, msg.seq, msg.trigger_ts),
-                    ).fetchone()
-                    if row is not None:
-                        self._db.execute("INSERT OR REPLACE INTO images VALUES (?, ?)", (row[0], image))
-                        self._db.execute("UPDATE rejects SET image_format=? WHERE id=?", (image_format, row[0]))
-                return None
-            rid = int(cur.lastrowid or 0)
-            if image:
-                self._db.execute("INSERT INTO images VALUES (?, ?)", (rid, image))
-            if msg.probabilities:
-                self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?)", [(k,) for k in msg.probabilities])
-            return rid
+                    self._db.execute("INSERT INTO images VALUES (?, ?)", (rid, image))
+                if msg.probabilities:
+                    self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?)", [(k,) for k in msg.probabilities])
+                return rid, "new"
+            row = self._db.execute(
+                "SELECT id, image_format FROM rejects WHERE station_id=? AND seq=? AND trigger_ts=?",
+                (msg.station_id, msg.seq, msg.trigger_ts),
+            ).fetchone()
+            rid = int(row[0])
+            if image and row[1] is None:
+                self._db.execute("INSERT OR REPLACE INTO images VALUES (?, ?)", (rid, image))
+                self._db.execute("UPDATE rejects SET image_format=? WHERE id=?", (fmt, rid))
+                return rid, "image"
+            return rid, "none"
 
     def set_verdict(
         self,
@@ -364,7 +371,7 @@ class ReviewStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> ReviewStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,116 @@
+"""Write a Q/DQ (explicitly quantized) ONNX model from FP32 + cached activation ranges.
+
+Uses ONNX Runtime's ``quantize_static`` with the settings facts.md §4 measured to give a
+TensorRT-valid graph: ``QuantFormat.QDQ``, per-channel int8 weights, int8 activations,
+``ActivationSymmetric`` / ``WeightSymmetric`` (zero points 0), ``QuantizeBias=False`` (biases stay
+float). Ranges come from :mod:`calibration.ranges` through ORT's ``calibration_cache_path``, so
+no calibration inference runs here; layers named in ``exclude`` are left in float with ORT's own
+``nodes_to_exclude`` (no hand-edited graph). The model spec (labels, preprocessing) is written
+into ``metadata_props`` (:func:`edge.model_spec.spec_to_metadata`) together with
+``edgeqc.quantization`` (JSON provenance: method, hashes, excluded layers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from calibration.ranges import ort_method, quiet_ort_quantization
+from edge.model_spec import ModelSpec, spec_to_metadata
+
+PROVENANCE_KEY = "edgeqc.quantization"
+
+
+def quantize_qdq(
+    model_path: str | Path,
+    ranges_path: str | Path,
+    out_path: str | Path,
+    *,
+    method: str,
+    spec: ModelSpec,
+    exclude: Sequence[str] = (),
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Quantize ``model_path`` with the ranges in ``ranges_path``; write ``out_path`` atomically.
+
+    Args:
+        model_path: FP32 ONNX model.
+        ranges_path: ORT calibration cache JSON from :func:`calibration.ranges.compute_ranges`.
+        out_path: where the Q/DQ model goes (replaced only once it is complete).
+        method: the calibration method the ranges were made with (ORT checks it).
+        spec: the model spec written into the metadata.
+        exclude: node names kept in float.
+        provenance: JSON-able dict stored as ``edgeqc.quantization``.
+
+    Raises:
+        ValueError: a name in ``exclude`` is not a node of the model.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    out = Path(out_path)
+    if exclude:
+        names = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+        unknown = [e for e in exclude if e not in names]
+        if unknown:
+            raise ValueError(f"cannot exclude {unknown} from quantization: no such node in {model_path}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgeqc-q-", dir=out.parent) as tmp:
+        raw = Path(tmp) / "q.onnx"
+        with quiet_ort_quantization():
+            quantize_static(
+                str(model_path), str(raw), None,
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude), calibrate_method=ort_method(method),
+                calibration_cache_path=str(ranges_path),
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
+        model = onnx.load(str(raw))
+        meta = {m.key: m.value for m in model.metadata_props}
+        meta.update(spec_to_metadata(spec))
+        if provenance is not None:
+            meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True)
+        del model.metadata_props[:]
+        for k, v in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        staged = Path(tmp) / "staged.onnx"
+        onnx.save(model, str(staged))
+        os.replace(staged, out)
+    return out
+
+
+def read_provenance(model: Any) -> dict[str, Any]:
+    """The ``edgeqc.quantization`` dict of a loaded ONNX model (empty when absent or not JSON)."""
+    for m in model.metadata_props:
+        if m.key == PROVENANCE_KEY:
+            try:
+                v = json.loads(m.value)
+            except json.JSONDecodeError:
+                return {}
+            return v if isinstance(v, dict) else {}
+    return {}
+
+
+def activation_scales(model: Any) -> dict[str, float]:
+    """Per-tensor activation scales of a Q/DQ model: ``{tensor name: scale}`` for every
+    QuantizeLinear whose input is not an initializer (weights are per channel; not listed)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    out: dict[str, float] = {}
+    for n in model.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits:
+            continue
+        s = inits.get(n.input[1])
+        if s is None:
+            continue
+        arr = numpy_helper.to_array(s)
+        if arr.size == 1:
+            out[n.input[0]] = float(arr.reshape(-1)[0])
+    return out

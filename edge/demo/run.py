@@ -1,0 +1,154 @@
+"""``edgeqc run`` / ``edgeqc demo``: start a station, optionally with the built-in PLC simulator.
+
+``plc.port = "demo"`` puts a PLC simulator (:class:`edge.plc.simulator.PlcSimulator`) on the other
+end of a pseudo-terminal pair, so the real serial link code runs with no hardware. The demo also
+subscribes to its own ZeroMQ stream and reports what arrived, so one command shows the whole chain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge.settings import Settings, load_settings
+
+log = logging.getLogger("edgeqc.demo")
+
+
+def demo_settings(config: str | None = None) -> Settings:
+    """Demo defaults (built-in model, camera and PLC) under an optional TOML file and env vars.
+
+    The archive goes to a temporary folder unless the file or the environment sets one, and
+    metrics bind an ephemeral port, so a demo never collides with a running station.
+    """
+    s = load_settings(config)
+    if "path" not in s.archive.model_fields_set:
+        s.archive.path = str(Path(tempfile.gettempdir()) / "edgeqc-demo-archive")
+    if "port" not in s.metrics.model_fields_set:
+        s.metrics.port = 0
+    return s
+
+
+class _ZmqCounter:
+    """A SUB on the station's own endpoint: counts results, rejects and reject JPEGs received."""
+
+    def __init__(self, endpoint: str) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.connect(endpoint)
+        for topic in (b"result", b"reject"):
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self.results = self.rejects = self.jpeg_bytes = 0
+        self.seqs: list[int] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name="edgeqc-demo-sub", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        poller = self._zmq.Poller()
+        poller.register(self._sock, self._zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            parts = self._sock.recv_multipart()
+            if parts[0] == b"result":
+                self.results += 1
+                self.seqs.append(json.loads(parts[1])["seq"])
+            elif parts[0] == b"reject":
+                self.rejects += 1
+                self.jpeg_bytes += len(parts[2]) if len(parts) > 2 else 0
+
+    def close(self) -> dict[str, Any]:
+        self._stop.set()
+        self._t.join(1.0)
+        self._sock.close(0)
+        self._ctx.term()
+        gaps = sum(1 for a, b in zip(self.seqs, self.seqs[1:]) if b != a + 1)
+        return {"results": self.results, "rejects": self.rejects, "reject_jpeg_bytes": self.jpeg_bytes, "seq_gaps": gaps}
+
+
+def run_station(settings: Settings, json_out: str | None = None, parts: int | None = None,
+                rate_hz: float = 10.0, until_signal: bool = True) -> int:
+    """Run one station; returns the process exit code (0 = every part answered correctly)."""
+    from edge.app import Station, run_until_signal
+    from edge.summary import format_summary
+
+    pty = sim = sub = None
+    plc_port = None
+    demo_plc = settings.plc.enabled and settings.plc.port == "demo"
+    if demo_plc and until_signal and settings.camera.source == "demo":
+        settings.camera.loop = True  # `edgeqc run` on the demo defaults: keep the line running
+    try:
+        if demo_plc:
+            from edge.plc.pty import PtyPair
+
+            pty = PtyPair()
+            plc_port = pty.a
+        station = Station(settings, plc_port=plc_port)
+    except Exception:
+        if pty is not None:
+            pty.close()
+        raise
+    if settings.zmq.enabled and not until_signal:
+        sub = _ZmqCounter(station.publisher.endpoint)  # type: ignore[union-attr]
+    done = threading.Event()
+    if demo_plc:
+        from edge.plc.simulator import PlcSimulator
+
+        n = parts
+        if n is None:
+            n = station.source.stats.get("total", settings.camera.demo_parts) if station.source.is_replay else 100
+            n = n or settings.camera.demo_parts
+        if until_signal:
+            n = 10**8
+        p = settings.plc
+        sim = PlcSimulator(plc_port and pty.b, rate_hz=rate_hz, count=n,  # type: ignore[union-attr]
+                           answer_timeout_ms=p.deadline_ms + 250, baudrate=p.baudrate, bytesize=p.bytesize,
+                           parity=p.parity, stopbits=p.stopbits)
+        print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"  # type: ignore[union-attr]
+              f" at {rate_hz:g}/s", file=sys.stderr)
+
+        def _drive() -> None:
+            sim.start()
+            sim.wait_done(n / rate_hz + p.deadline_ms / 1000 + 30)
+            done.set()
+
+        threading.Thread(target=_drive, name="edgeqc-plc-sim", daemon=True).start()
+    elif not until_signal and station.source.is_replay:
+        threading.Thread(target=lambda: (station.inspector.finished.wait(), done.set()), daemon=True).start()
+    try:
+        summary = run_until_signal(station, stop_when=None if until_signal else done)
+    finally:
+        report = sim.close() if sim is not None else None
+        zmq_seen = sub.close() if sub is not None else None
+        if pty is not None:
+            pty.close()
+    print(format_summary(summary))
+    ok = True
+    out: dict[str, Any] = {"summary": summary}
+    if report is not None:
+        r = report.to_dict()
+        out["plc_simulator"] = r
+        lat = report.latency_summary()
+        print(f"PLC simulator: {report.triggers_sent} TRG sent, {report.answered} RES received, "
+              f"missing {len(report.missing)}, duplicates {len(report.duplicates)}, late {len(report.late)}, "
+              f"bad checksums {report.bad_checksum}, heartbeats {report.heartbeats}"
+              + (f"; trigger->RES p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat["count"] else ""))
+        ok = report.ok if not until_signal else True
+    if zmq_seen is not None:
+        out["zmq"] = zmq_seen
+        print(f"ZeroMQ {station.publisher.endpoint}: {zmq_seen['results']} results, "  # type: ignore[union-attr]
+              f"{zmq_seen['rejects']} rejects with {zmq_seen['reject_jpeg_bytes']} bytes of JPEG received")
+    if settings.archive.enabled:
+        print(f"reject archive: {settings.archive.path}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(out, indent=2, default=str))
+    return 0 if ok else 1

@@ -1,0 +1,227 @@
+"""A connected pair of pseudo-terminals: a "null-modem cable" for the demo and the tests.
+
+:class:`PtyPair` gives two paths that pyserial opens like serial ports; bytes written to one are
+read from the other, raw (no echo, no CR/LF translation). It runs
+``socat -d -d pty,raw,echo=0 pty,raw,echo=0`` when socat is installed (Debian package ``socat``)
+and otherwise bridges two ``os.openpty()`` pairs with a thread. Linux/macOS only.
+
+Sources: socat(1) ``PTY`` address and its ``raw``/``echo``/``link`` options; Python ``pty``/``tty``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import shutil
+import subprocess
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+_PTY_RE = re.compile(r"PTY is (\S+)")
+_BRIDGE_BUFFER = 65536  # bytes held per direction when the far end does not read; beyond: dropped
+
+
+class PtyError(RuntimeError):
+    """The pty pair could not be created (socat did not start, no ptys available)."""
+
+
+class PtyPair:
+    """Two connected pty endpoints ``a`` and ``b`` (device paths, or ``link_a``/``link_b`` when given).
+
+    Args:
+        backend: ``"auto"`` (socat if on PATH, else Python), ``"socat"`` or ``"python"``.
+        link_a, link_b: optional symlink paths created to the endpoints (stable names across a
+            restart of the pair; socat replaces an existing link and removes it on exit).
+        start_timeout: s to wait for socat to report its ptys.
+
+    Raises:
+        PtyError: socat requested but missing, or it did not start in time.
+
+    :meth:`close` ends the pair: the endpoints' users then get read/write errors, exactly like an
+    unplugged USB serial adapter.
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        link_a: str | os.PathLike[str] | None = None,
+        link_b: str | os.PathLike[str] | None = None,
+        start_timeout: float = 5.0,
+    ) -> None:
+        if backend not in ("auto", "socat", "python"):
+            raise ValueError(f"backend must be 'auto', 'socat' or 'python', got {backend!r}")
+        socat = shutil.which("socat")
+        if backend == "socat" and socat is None:
+            raise PtyError("socat not found on PATH (install the Debian package 'socat')")
+        self.backend = "socat" if backend != "python" and socat else "python"
+        self._links = [Path(p) if p is not None else None for p in (link_a, link_b)]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fds: list[int] = []
+        self._wake: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self._drainer: threading.Thread | None = None
+        self._closed = False
+        if self.backend == "socat":
+            assert socat is not None
+            self.device_a, self.device_b = self._start_socat(socat, start_timeout)
+        else:
+            self.device_a, self.device_b = self._start_bridge()
+        self.a = str(self._links[0]) if self._links[0] else self.device_a
+        self.b = str(self._links[1]) if self._links[1] else self.device_b
+
+    # --------------------------------------------------------------- socat
+    def _start_socat(self, socat: str, timeout: float) -> tuple[str, str]:
+        addrs = []
+        for link in self._links:
+            addr = "pty,raw,echo=0"
+            if link is not None:
+                addr += f",link={link}"
+            addrs.append(addr)
+        self._proc = subprocess.Popen(
+            [socat, "-d", "-d", *addrs], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert self._proc.stderr is not None
+        fd = self._proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        paths: list[str] = []
+        text = b""
+        while b"starting data transfer loop" not in text:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                raise PtyError(f"socat did not start within {timeout} s: {text.decode(errors='replace')}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.close()
+                raise PtyError(f"socat exited: {text.decode(errors='replace')}")
+            text += chunk
+        paths = _PTY_RE.findall(text.decode(errors="replace"))
+        if len(paths) != 2:
+            self.close()
+            raise PtyError(f"could not parse socat's pty paths from: {text.decode(errors='replace')}")
+        # keep draining socat's log so it never blocks on a full pipe; the thread closes the pipe at EOF
+        self._drainer = threading.Thread(target=self._drain, name="pty-socat-log", daemon=True)
+        self._drainer.start()
+        return paths[0], paths[1]
+
+    def _drain(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        stream = self._proc.stderr
+        try:
+            while os.read(stream.fileno(), 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            stream.close()
+
+    # --------------------------------------------------------------- python bridge
+    def _start_bridge(self) -> tuple[str, str]:
+        m1, s1 = os.openpty()
+        m2, s2 = os.openpty()
+        self._fds = [m1, s1, m2, s2]
+        for s in (s1, s2):
+            tty.setraw(s)  # no echo, no CR/LF translation, byte-transparent
+        for m in (m1, m2):
+            os.set_blocking(m, False)
+        self._wake = os.pipe()
+        names = os.ttyname(s1), os.ttyname(s2)
+        for link, name in zip(self._links, names):
+            if link is not None:
+                link.unlink(missing_ok=True)
+                link.symlink_to(name)
+        self._thread = threading.Thread(target=self._bridge, args=(m1, m2), name="pty-bridge", daemon=True)
+        self._thread.start()
+        return names
+
+    def _bridge(self, m1: int, m2: int) -> None:
+        """Copy m1 <-> m2 until close(); the slaves stay open here so the masters never see EIO
+        while an endpoint is reopened."""
+        assert self._wake is not None
+        wake = self._wake[0]
+        pending = {m1: bytearray(), m2: bytearray()}  # bytes waiting to be written INTO that master
+        other = {m1: m2, m2: m1}
+        while True:
+            rlist = [wake] + [m for m in (m1, m2) if len(pending[other[m]]) < _BRIDGE_BUFFER]
+            wlist = [m for m in (m1, m2) if pending[m]]
+            try:
+                r, w, _ = select.select(rlist, wlist, [])
+            except (OSError, ValueError):
+                return
+            if wake in r:
+                return
+            for m in r:
+                try:
+                    data = os.read(m, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                pending[other[m]] += data
+                del pending[other[m]][_BRIDGE_BUFFER:]
+            for m in w:
+                try:
+                    n = os.write(m, pending[m])
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.EIO:
+                        return
+                    raise
+                del pending[m][:n]
+
+    # --------------------------------------------------------------- common
+    @property
+    def alive(self) -> bool:
+        """True while the pair carries bytes."""
+        if self._closed:
+            return False
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the pair (kill socat / stop the bridge and close the ptys); bounded by ``timeout`` s."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout)
+            if self._drainer is not None:
+                self._drainer.join(timeout)  # ends at EOF of socat's stderr, now that socat is gone
+            elif self._proc.stderr is not None:
+                self._proc.stderr.close()
+        if self._wake is not None:
+            os.write(self._wake[1], b"x")
+            if self._thread is not None:
+                self._thread.join(timeout)
+            for fd in (*self._fds, *self._wake):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            for link in self._links:
+                if link is not None and link.is_symlink():
+                    link.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PtyPair(backend={self.backend!r}, a={self.a!r}, b={self.b!r}, alive={self.alive})"

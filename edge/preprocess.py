@@ -1,0 +1,262 @@
+"""The ONE preprocessing of edgeqc: frame -> ``[3,H,W] float32`` model input.
+
+Used by the inspection loop, calibration and evaluation alike, so a model sees the same
+pixels everywhere. Steps (see docs/preprocessing.md for the measurements behind the choices):
+
+1. **Frame check**: uint8 or uint16, ``[H,W]``, ``[H,W,1]``, ``[H,W,3]`` or ``[H,W,4]``, already in
+   the model's channel order (:func:`edge.frames.to_channel_order`); alpha is dropped.
+2. **Resize on the integer image** (``spec.resize``; :func:`plan_geometry` gives the numbers):
+   ``stretch`` to H×W; ``center_crop`` = scale so the image covers H×W keeping aspect (torchvision
+   ``Resize(size)``: the long side is ``int(size*long/short)``), then crop the centre
+   (torchvision ``CenterCrop`` offsets ``round((h-H)/2)``); ``letterbox`` = scale to fit inside
+   (Ultralytics ``LetterBox`` sizes ``round(w*r)``), centre on a canvas of gray **114**
+   (Ultralytics' pad value; ``114*257`` for 16-bit frames).
+   ``spec.interpolation``: ``pillow_bilinear`` = ``PIL.Image.resize(..., BILINEAR)`` (antialiased
+   when downscaling; exact Pillow), or OpenCV ``area``/``linear``/``nearest``/``cubic``.
+3. **One fused conversion**: ``out[c] = pixel * a[c] + b[c]`` with ``a = scale/std``,
+   ``b = -mean/std`` (``scale`` is for 8-bit values; 16-bit frames use ``scale*255/65535``),
+   written channel by channel into the ``[3,H,W]`` output (HWC -> CHW). Gray frames are
+   replicated to 3 channels by this step.
+
+Allocation in steady state (same frame size as before, per thread): OpenCV resizes write into
+cached buffers and the conversion writes into ``out`` with ``np.multiply/np.add(out=...)`` (NumPy
+only allocates its small internal cast buffers, ≤ 8192 elements). Allocations that remain:
+``pillow_bilinear`` (Pillow creates its output image, and a colour input image copy, and
+``np.asarray`` copies it out; ~2-3 frame-sized buffers of the resized size) and ``out=None``
+(the returned array).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from edge.model_spec import ModelSpec
+
+PAD_VALUE = 114
+"""Letterbox fill for 8-bit frames (Ultralytics' value); 16-bit frames use ``PAD_VALUE * 257``."""
+
+_CV2_INTERPOLATION = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "nearest": cv2.INTER_NEAREST,
+    "cubic": cv2.INTER_CUBIC,
+}
+
+
+class PreprocessError(ValueError):
+    """A frame or output buffer cannot be preprocessed (message names shape/dtype and expectation)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a ``src_h × src_w`` frame maps onto the ``H × W`` input.
+
+    The frame is resized to ``resize_h × resize_w``; then the window starting at
+    ``(crop_y, crop_x)`` of size H×W is taken (center_crop), or the resized image is placed at
+    ``(pad_top, pad_left)`` on an H×W canvas (letterbox). All values in px.
+    """
+
+    resize_h: int
+    resize_w: int
+    crop_y: int = 0
+    crop_x: int = 0
+    pad_top: int = 0
+    pad_left: int = 0
+
+
+def plan_geometry(src_h: int, src_w: int, spec: ModelSpec) -> Geometry:
+    """Resize/crop/pad numbers for a ``src_h × src_w`` frame under ``spec.resize``."""
+    H, W = spec.input_size
+    if spec.resize == "stretch":
+        return Geometry(H, W)
+    if spec.resize == "center_crop":
+        if H * src_w >= W * src_h:  # height is the binding side
+            rh, rw = H, max(W, (src_w * H) // src_h)
+        else:
+            rh, rw = max(H, (src_h * W) // src_w), W
+        return Geometry(rh, rw, crop_y=int(round((rh - H) / 2.0)), crop_x=int(round((rw - W) / 2.0)))
+    # letterbox
+    r = min(H / src_h, W / src_w)
+    rh = min(H, max(1, int(round(src_h * r))))
+    rw = min(W, max(1, int(round(src_w * r))))
+    return Geometry(rh, rw, pad_top=(H - rh) // 2, pad_left=(W - rw) // 2)
+
+
+@lru_cache(maxsize=64)
+def _coefficients(scale: float, mean: tuple[float, ...], std: tuple[float, ...], sixteen_bit: bool
+                  ) -> tuple[tuple[np.float32, ...], tuple[np.float32, ...]]:
+    s = scale * (255.0 / 65535.0) if sixteen_bit else scale
+    a = tuple(np.float32(s / sd) for sd in std)
+    b = tuple(np.float32(-m / sd) for m, sd in zip(mean, std))
+    return a, b
+
+
+class _Workspace:
+    """Per-thread scratch buffers keyed by (shape, dtype); a few sizes are kept (LRU)."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._bufs: OrderedDict[tuple[str, tuple[int, ...], str], np.ndarray] = OrderedDict()
+        self._keep = keep
+
+    def get(self, tag: str, shape: tuple[int, ...], dtype: np.dtype, fill: int | None = None) -> np.ndarray:
+        key = (tag, shape, dtype.str)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+            self._bufs[key] = buf
+            while len(self._bufs) > self._keep:
+                self._bufs.popitem(last=False)
+        else:
+            self._bufs.move_to_end(key)
+        return buf
+
+
+_local = threading.local()
+
+
+def _workspace() -> _Workspace:
+    ws = getattr(_local, "ws", None)
+    if ws is None:
+        ws = _local.ws = _Workspace()
+    return ws
+
+
+def _check_frame(frame: object) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise PreprocessError(f"frame is {type(frame).__name__}, expected a numpy array")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise PreprocessError(f"frame dtype {frame.dtype}, expected uint8 or uint16")
+    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
+        raise PreprocessError(f"frame shape {frame.shape}, expected [H,W], [H,W,1], [H,W,3] or [H,W,4]")
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise PreprocessError(f"frame shape {frame.shape} is empty")
+    return frame
+
+
+def _pillow_resize(img: np.ndarray, size_hw: tuple[int, int], dst: np.ndarray) -> None:
+    """Pillow ``Image.resize((w, h), BILINEAR)`` of a contiguous gray/3-channel uint8/uint16
+    image into ``dst`` (16-bit colour: per channel as mode ``I;16``)."""
+    from PIL import Image
+
+    h, w = size_hw
+    if img.ndim == 2 or img.dtype == np.uint8:
+        np.copyto(dst, np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR)))
+        return
+    for c in range(img.shape[2]):
+        plane = np.ascontiguousarray(img[:, :, c])
+        dst[:, :, c] = np.asarray(Image.fromarray(plane).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _resize(img: np.ndarray, size_hw: tuple[int, int], interpolation: str, ws: _Workspace) -> np.ndarray:
+    if img.shape[:2] == size_hw:
+        return img
+    shape = size_hw + img.shape[2:]
+    dst = ws.get("resize", shape, img.dtype)
+    if interpolation == "pillow_bilinear":
+        _pillow_resize(img, size_hw, dst)
+        return dst
+    flag = _CV2_INTERPOLATION.get(interpolation)
+    if flag is None:
+        raise PreprocessError(f"interpolation {interpolation!r}, expected pillow_bilinear, "
+                              f"{', '.join(_CV2_INTERPOLATION)}")
+    res = cv2.resize(img, (size_hw[1], size_hw[0]), dst=dst, interpolation=flag)
+    return res if res is not None else dst
+
+
+def _fit(img: np.ndarray, spec: ModelSpec, ws: _Workspace) -> np.ndarray:
+    """Resize/crop/pad the integer image to ``[H,W]`` or ``[H,W,3]`` (views where possible)."""
+    H, W = spec.input_size
+    g = plan_geometry(img.shape[0], img.shape[1], spec)
+    resized = _resize(img, (g.resize_h, g.resize_w), spec.interpolation, ws)
+    if spec.resize == "stretch":
+        return resized
+    if spec.resize == "center_crop":
+        return resized[g.crop_y:g.crop_y + H, g.crop_x:g.crop_x + W]
+    pad = PAD_VALUE * 257 if img.dtype == np.uint16 else PAD_VALUE
+    canvas = ws.get("letterbox", (H, W) + img.shape[2:], img.dtype, fill=pad)
+    # Keep the border at the pad value: the canvas is reused for frames of other sizes.
+    canvas[...] = pad
+    canvas[g.pad_top:g.pad_top + g.resize_h, g.pad_left:g.pad_left + g.resize_w] = resized
+    return canvas
+
+
+def preprocess(frame: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Turn one frame into the model input ``[3,H,W] float32`` (see the module docstring).
+
+    Args:
+        frame: ``[H,W]`` / ``[H,W,1]`` / ``[H,W,3]`` / ``[H,W,4]``, uint8 or uint16, in
+            ``spec.channel_order`` (alpha, if any, is dropped).
+        spec: the model spec (input size, resize, interpolation, scale, mean, std).
+        out: optional ``[3,H,W] float32`` array to write into (e.g. a row of a batch buffer).
+
+    Returns:
+        ``out`` (or a new ``[3,H,W] float32`` array).
+
+    Raises:
+        PreprocessError: wrong frame dtype/shape, or ``out`` of the wrong shape/dtype.
+    """
+    frame = _check_frame(frame)
+    H, W = spec.input_size
+    if out is None:
+        out = np.empty((3, H, W), np.float32)
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (3, H, W):
+        got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        raise PreprocessError(f"out buffer is {got}, expected float32 (3, {H}, {W})")
+    ws = _workspace()
+    img = frame
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    elif img.ndim == 3 and img.shape[2] == 4:  # drop alpha (order unchanged)
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB, dst=ws.get("rgb", img.shape[:2] + (3,), img.dtype))
+    if not img.flags.c_contiguous:
+        img = np.ascontiguousarray(img)
+    fitted = _fit(img, spec, ws)
+    a, b = _coefficients(spec.scale, spec.mean, spec.std, frame.dtype == np.uint16)
+    for c in range(3):
+        src = fitted if fitted.ndim == 2 else fitted[:, :, c]
+        np.multiply(src, a[c], out=out[c])
+        np.add(out[c], b[c], out=out[c])
+    return out
+
+
+class Preprocessor:
+    """Batch preprocessing into one preallocated ``[max_batch,3,H,W] float32`` buffer.
+
+    Not thread-safe: use one per inspection thread. The views returned by :meth:`batch` are
+    overwritten by the next call.
+    """
+
+    def __init__(self, spec: ModelSpec, max_batch: int) -> None:
+        if max_batch < 1:
+            raise PreprocessError(f"max_batch = {max_batch}, expected >= 1")
+        self.spec = spec
+        self.max_batch = int(max_batch)
+        H, W = spec.input_size
+        self.buffer: np.ndarray = np.empty((self.max_batch, 3, H, W), np.float32)
+
+    def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocess ``frames`` into the buffer; returns the C-contiguous view ``[n,3,H,W] float32``.
+
+        Raises:
+            PreprocessError: more than ``max_batch`` frames, or a bad frame (message gives its index).
+        """
+        n = len(frames)
+        if n > self.max_batch:
+            raise PreprocessError(f"{n} frames, but this Preprocessor holds at most max_batch = {self.max_batch}")
+        for i, frame in enumerate(frames):
+            try:
+                preprocess(frame, self.spec, out=self.buffer[i])
+            except PreprocessError as exc:
+                raise PreprocessError(f"frame {i}: {exc}") from None
+        return self.buffer[:n]
+
+    def one(self, frame: np.ndarray) -> np.ndarray:
+        """Preprocess a single frame; returns the view ``[1,3,H,W] float32``."""
+        return self.batch((frame,))

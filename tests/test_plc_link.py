@@ -1,0 +1,229 @@
+"""PlcLink against PlcSimulator over a real pty pair (socat when installed, else the Python bridge)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from edge.plc.link import PlcLink
+from edge.plc.pty import PtyPair
+from edge.plc.simulator import GARBAGE, PlcSimulator
+from edge.plc.telegram import Heartbeat, LineSplitter, Trigger, encode_result, parse_edge_line
+from edge.settings import PlcSettings
+
+BACKEND = "socat" if shutil.which("socat") else "python"
+pytestmark = pytest.mark.timeout(30)
+
+
+def fast_settings(port: str, **kw: object) -> PlcSettings:
+    base: dict[str, object] = {
+        "port": port, "heartbeat_interval_ms": 50, "read_timeout_ms": 50, "write_timeout_ms": 100,
+        "reopen_backoff_ms": [20, 50, 100],
+    }
+    base.update(kw)
+    return PlcSettings(**base)  # type: ignore[arg-type]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Bounded wait for a condition set by another thread (not a timing assertion)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+class Answering:
+    """on_trigger that answers every TRG with a RES like the inspection loop would."""
+
+    def __init__(self) -> None:
+        self.link: PlcLink | None = None
+        self.triggers: list[tuple[Trigger, float]] = []
+
+    def __call__(self, trg: Trigger, t_arrival: float) -> None:
+        self.triggers.append((trg, t_arrival))
+        assert self.link is not None
+        passed = trg.part_id.endswith(("0", "2", "4", "6", "8"))
+        self.link.send(encode_result(trg.part_id, passed, "free" if passed else "crack", 0.9734))
+
+
+@pytest.fixture
+def pair() -> Iterator[PtyPair]:
+    with PtyPair(BACKEND) as p:
+        yield p
+
+
+def open_link(port: str, **kw: object) -> tuple[PlcLink, Answering, list[str]]:
+    answer, states = Answering(), []
+    health = kw.pop("health", None)
+    link = PlcLink(fast_settings(port, **kw), answer, states.append, health)  # type: ignore[arg-type]
+    answer.link = link
+    return link.start(), answer, states
+
+
+def test_pair_backend_is_socat_when_installed(pair: PtyPair) -> None:
+    assert pair.backend == BACKEND and pair.alive
+    assert Path(pair.a).exists() and Path(pair.b).exists()
+
+
+def test_every_trigger_answered_exactly_once(pair: PtyPair) -> None:
+    link, answer, states = open_link(pair.b)
+    with link:
+        report = PlcSimulator(pair.a, rate_hz=500, count=40, ping_every=8).run(timeout=20)
+    assert report.ok, report.to_dict()
+    assert report.triggers_sent == 40 and report.answered == 40
+    assert report.missing == report.duplicates == report.unexpected == report.late == []
+    assert report.verdicts == {"P": 20, "F": 20}
+    assert report.pings_sent == report.pongs == 5
+    assert report.bad_checksum == 0 and report.malformed == 0
+    assert len(report.latencies_ms) == 40 and all(x > 0 for x in report.latencies_ms)
+    assert [t.part_id for t, _ in answer.triggers] == [f"P{i:06d}" for i in range(1, 41)]
+    arrivals = [t for _, t in answer.triggers]
+    assert arrivals == sorted(arrivals) and arrivals[-1] <= time.monotonic()
+    s = link.stats
+    assert (s["triggers"], s["pings"], s["naks_sent"], s["dropped"], s["write_errors"]) == (40, 5, 0, 0, 0)
+    assert s["state"] == "closed" and states == ["ok"]
+
+
+def test_garbage_gets_one_nak_each_and_link_continues(pair: PtyPair) -> None:
+    garbage = [*GARBAGE.values(), b"TRG,G0006\r\n"]  # the last lacks *HH: MISSING_CHECKSUM when required
+    link, answer, _ = open_link(pair.b, checksum_required=True)
+    with link:
+        report = PlcSimulator(pair.a, rate_hz=200, count=12, garbage=garbage, part_ids=["A1", "B2", "C3"]).run()
+    expected = {reason: 1 for reason in GARBAGE} | {"MISSING_CHECKSUM": 1}
+    assert report.naks == expected
+    assert link.stats["naks_by_reason"] == expected and link.stats["naks_sent"] == 7
+    assert report.garbage_sent == 7 and report.answered == 12  # triggers after every garbage line answered
+    assert report.duplicates == [] and report.ok, report.to_dict()
+    assert len(answer.triggers) == 12
+
+
+def read_heartbeats(port: serial.SerialBase, until: Callable[[Heartbeat], bool], limit: float = 5.0) -> list[Heartbeat]:
+    sp, seen, end = LineSplitter(), [], time.monotonic() + limit
+    while time.monotonic() < end:
+        for line in sp.feed(port.read(1) + port.read(port.in_waiting)):
+            assert isinstance(line, bytes)
+            tel = parse_edge_line(line)  # verifies the checksum
+            assert isinstance(tel, Heartbeat)
+            seen.append(tel)
+            if until(tel):
+                return seen
+    raise AssertionError(f"condition not met within {limit} s; heartbeats seen: {seen}")
+
+
+def test_heartbeat_ok_then_fault(pair: PtyPair) -> None:
+    mode = {"health": "ok"}
+
+    def health() -> bool:
+        if mode["health"] == "raise":
+            raise RuntimeError("camera probe crashed")
+        return mode["health"] == "ok"
+
+    with serial.serial_for_url(pair.a, timeout=0.1) as plc:
+        link, _, _ = open_link(pair.b, health=health)
+        with link:
+            ok = read_heartbeats(plc, lambda h: h.ok and h.seq >= 2)
+            mode["health"] = "fault"
+            fault = read_heartbeats(plc, lambda h: not h.ok)
+            mode["health"] = "ok"
+            read_heartbeats(plc, lambda h: h.ok)
+            mode["health"] = "raise"
+            raised = read_heartbeats(plc, lambda h: not h.ok)
+    beats = ok + fault
+    assert [h.seq for h in beats] == list(range(beats[0].seq, beats[0].seq + len(beats)))  # +1 each, no gaps
+    assert beats[0].seq == 0 and all(h.ok for h in ok)
+    assert fault[-1] == Heartbeat(fault[-1].seq, False) and not raised[-1].ok
+    assert link.stats["heartbeats_sent"] >= len(beats)
+
+
+def test_missing_port_reported_lost_and_close_is_bounded(tmp_path: Path) -> None:
+    link, _, states = open_link(str(tmp_path / "ttyNOPE"))
+    assert states == ["lost"] and link.state == "lost"
+    assert wait_for(lambda: link.stats["open_failures"] >= 2)
+    assert link.send_result("A1", True, "free", 0.9)  # queued (never blocks); the writer discards it
+    link.close()
+    assert link.state == "closed"
+    assert link.stats["dropped_results"] == 1  # discarded while lost, counted
+
+
+def test_demo_port_must_be_resolved() -> None:
+    with pytest.raises(ValueError, match="demo"):
+        PlcLink(PlcSettings(port="demo"), lambda t, a: None)
+
+
+def test_port_disappears_then_comes_back(tmp_path: Path) -> None:
+    """Kill the pair under a running link (like unplugging a USB adapter), then recreate it under
+    the same names (like plugging it back in): lost -> ok, and triggers are answered again."""
+    a, b = tmp_path / "plc", tmp_path / "edge"
+    first = PtyPair(BACKEND, link_a=a, link_b=b)
+    link, _, states = open_link(str(b))
+    try:
+        with PlcSimulator(str(a), rate_hz=200, count=3) as sim:
+            assert sim.wait_done(10)
+        assert sim.report.answered == 3
+        first.close()
+        assert wait_for(lambda: link.state == "lost")
+        assert states == ["ok", "lost"]
+        s = link.stats
+        assert s["read_errors"] + s["write_errors"] >= 1
+        link.send_result("LOST1", False, "crack", 0.9)  # nobody to send to: discarded and counted
+        assert wait_for(lambda: link.stats["dropped_results"] == 1)
+        assert all(t.is_alive() for t in link._threads)
+        with PtyPair(BACKEND, link_a=a, link_b=b) as second:
+            assert wait_for(lambda: link.state == "ok")
+            assert states == ["ok", "lost", "ok"] and link.stats["reconnects"] == 1
+            report = PlcSimulator(second.a, rate_hz=200, count=5, ping_every=5).run(timeout=10)
+            assert report.ok and report.answered == 5 and report.pongs == 1, report.to_dict()
+    finally:
+        t0 = time.monotonic()
+        link.close()
+        first.close()
+    assert time.monotonic() - t0 < 10  # generous bound: close() must not hang
+
+
+@pytest.mark.timeout(15)
+def test_close_bounded_when_plc_stops_reading(pair: PtyPair) -> None:
+    """Nobody reads the PLC end: the pty fills up, writes time out; send() never blocks and
+    close() gives up flushing after its bound, counting what was not sent."""
+    link, _, _ = open_link(pair.b)
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(3000):
+            link.send_result(f"P{i}", True, "free", 0.5)
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(10)
+    link.close(flush_timeout=0.3)
+    s = link.stats
+    assert s["state"] == "closed"
+    assert s["telegrams_sent"] + s["dropped"] >= 3000  # every RES accounted for: written or counted
+    assert s["dropped_results"] >= 1
+
+
+def test_free_run_results_counted_in_listen_mode(pair: PtyPair) -> None:
+    link, _, _ = open_link(pair.b)
+    with link, PlcSimulator(pair.a, rate_hz=1, count=0, duration_s=0.5) as sim:
+        for seq in range(1, 6):
+            link.send_result(seq, seq % 2 == 0, "free" if seq % 2 == 0 else "crack", 0.8)
+        assert sim.wait_done(5)
+    report = sim.report
+    assert report.free_run_results == 5 and report.verdicts == {"P": 2, "F": 3}
+    assert report.unexpected == [] and report.ok
+
+
+def test_python_bridge_pair() -> None:
+    with PtyPair("python") as p:
+        link, _, _ = open_link(p.b)
+        with link:
+            report = PlcSimulator(p.a, rate_hz=500, count=10, garbage=[GARBAGE["TOO_LONG"]]).run(timeout=10)
+        assert report.ok and report.answered == 10 and report.naks == {"TOO_LONG": 1}, report.to_dict()
+    assert not p.alive
