@@ -84,7 +84,7 @@ def _pillow_decode(data: bytes, path: Path) -> np.ndarray | None:
             else:
                 log.warning("%s: unsupported image mode %s", path, mode)
                 return None
-    except Exception as exc:  # Pillow raises many types for bad data
+    except Exception as exc:  # noqa: BLE001  (Pillow raises many types for bad data)
         log.warning("%s: unreadable image (%s: %s)", path, type(exc).__name__, exc)
         return None
     if arr.dtype.byteorder == ">":

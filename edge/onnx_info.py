@@ -93,7 +93,7 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
         raise FileNotFoundError(f"model file not found: {p}")
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError / google.protobuf errors
+    except Exception as exc:  # noqa: BLE001  (onnx raises DecodeError / google.protobuf errors)
         raise OnnxReadError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     g = model.graph
     init_names = {t.name for t in g.initializer}

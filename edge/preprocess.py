@@ -81,11 +81,11 @@ def plan_geometry(src_h: int, src_w: int, spec: ModelSpec) -> Geometry:
             rh, rw = H, max(W, (src_w * H) // src_h)
         else:
             rh, rw = max(H, (src_h * W) // src_w), W
-        return Geometry(rh, rw, crop_y=int(round((rh - H) / 2.0)), crop_x=int(round((rw - W) / 2.0)))
+        return Geometry(rh, rw, crop_y=round((rh - H) / 2.0), crop_x=round((rw - W) / 2.0))
     # letterbox
     r = min(H / src_h, W / src_w)
-    rh = min(H, max(1, int(round(src_h * r))))
-    rw = min(W, max(1, int(round(src_w * r))))
+    rh = min(H, max(1, round(src_h * r)))
+    rw = min(W, max(1, round(src_w * r)))
     return Geometry(rh, rw, pad_top=(H - rh) // 2, pad_left=(W - rw) // 2)
 
 

@@ -389,41 +389,29 @@ def _sha256(path: Path) -> str:
 
 
 def _check_engine(path: Path) -> list[Problem]:
-    """Engine sidecar checks that need no GPU: sidecar present and valid, plan hash, TensorRT
-    version (when TensorRT imports). The backend module may add more: if
-    ``edge.backends.tensorrt.check_engine_file(path) -> list[str]`` exists, its messages count."""
+    """Engine checks that need no deserialization: ``edge.backends.tensorrt.check_engine_file``
+    (sidecar, plan hash, TensorRT version when it imports, compute capability when a GPU is
+    there); without that module, the sidecar and plan hash only."""
     from edge.backends.engine_sidecar import EngineCompatError, read_sidecar
 
+    fix = "rebuild the engine on this device with `edgeqc build`"
     try:
-        side = read_sidecar(path)
-    except EngineCompatError as exc:
-        return [Problem("model.path", str(exc), "rebuild the engine on this device with `edgeqc build`")]
-    problems: list[str] = []
-    want = side.get("plan_sha256")
-    if want and str(want).lower() != _sha256(path):
-        problems.append(f"plan sha256 mismatch: sidecar records {str(want)[:16]}…, {path.name} hashes to "
-                        f"{_sha256(path)[:16]}… (plan replaced or corrupted, or sidecar of another engine)")
-    try:
-        import tensorrt
-
-        built = side.get("trt_version")
-        if built and str(built) != tensorrt.__version__:
-            problems.append(f"TensorRT version mismatch: engine built with TensorRT {built}, "
-                            f"this device runs TensorRT {tensorrt.__version__}")
-    except (ImportError, OSError):  # not installed, or bindings without their libraries
-        pass
-    try:
-        from edge.backends import tensorrt as trt_backend
+        from edge.backends.tensorrt import check_engine_file
     except ImportError:
-        trt_backend = None  # type: ignore[assignment]
-    check = getattr(trt_backend, "check_engine_file", None)
-    if callable(check):
-        try:
-            problems.extend(str(m) for m in (check(path) or []))
-        except EngineCompatError as exc:
-            problems.append(str(exc))
-    return [Problem("model.path", f"engine {path}: {m}", "rebuild the engine on this device with `edgeqc build`")
-            for m in dict.fromkeys(problems)]
+        check_engine_file = None  # type: ignore[assignment]
+    try:
+        if check_engine_file is not None:
+            messages = [str(m) for m in check_engine_file(path)]
+        else:
+            side = read_sidecar(path)
+            want, have = side.get("plan_sha256"), _sha256(path)
+            messages = []
+            if want and str(want).lower() != have:
+                messages.append(f"plan sha256 mismatch: sidecar records {str(want)[:16]}…, the plan file hashes "
+                                f"to {have[:16]}… (plan replaced or corrupted, or sidecar of another engine)")
+    except EngineCompatError as exc:
+        return [Problem("model.path", str(exc), fix)]
+    return [Problem("model.path", f"engine {path}: {m}", fix) for m in dict.fromkeys(messages)]
 
 
 def _check_model(settings: Any, who: Identity) -> list[Problem]:
@@ -494,7 +482,7 @@ def _check_archive(settings: Any, who: Identity) -> list[Problem]:
         return [Problem("archive.path", f"{probe} is not a folder, so {path} cannot be used as archive",
                         "set archive.path to a folder (default for the service: /var/lib/edgeqc/archive)")]
     if not _may(probe, st, who, os.W_OK | os.X_OK):
-        what = "archive folder" if probe == path else f"{probe} (where the archive folder {path} would be created)"
+        what = f"archive folder {path}" if probe == path else f"{probe} (where the archive folder {path} would be created)"
         return [Problem("archive.path", f"{what} is not writable by user {who.name} "
                                         f"({stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{_group_name(st.st_gid)})",
                         f"`sudo install -d -o {who.name} -g {who.name} -m 0750 {path}`; under systemd the folder "

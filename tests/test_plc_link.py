@@ -61,7 +61,7 @@ def pair() -> Iterator[PtyPair]:
 
 
 def open_link(port: str, **kw: object) -> tuple[PlcLink, Answering, list[str]]:
-    answer, states = Answering(), []
+    answer, states = Answering(), list[str]()
     health = kw.pop("health", None)
     link = PlcLink(fast_settings(port, **kw), answer, states.append, health)  # type: ignore[arg-type]
     answer.link = link

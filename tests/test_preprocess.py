@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edge.model_spec import ModelSpec
-from edge.preprocess import PAD_VALUE, Geometry, Preprocessor, PreprocessError, plan_geometry, preprocess
+from edge.preprocess import PAD_VALUE, Geometry, PreprocessError, Preprocessor, plan_geometry, preprocess
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.frames import list_images, read_image  # noqa: E402
-from edge.model_spec import ModelSpec, resolve_spec  # noqa: E402
-from edge.preprocess import preprocess  # noqa: E402
-from edge.settings import ModelSettings  # noqa: E402
+from edge.frames import list_images, read_image
+from edge.model_spec import ModelSpec, resolve_spec
+from edge.preprocess import preprocess
+from edge.settings import ModelSettings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +63,7 @@ def figures(truth: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dic
     free = labels.index(PASS_LABEL)
     defective = truth != free
     return {
-        "top1": int((truth == pred).sum()), "n": int(len(truth)),
+        "top1": int((truth == pred).sum()), "n": len(truth),
         "escape": int(((pred == free) & defective).sum()), "defective": int(defective.sum()),
         "false_reject": int(((pred != free) & ~defective).sum()), "free": int((~defective).sum()),
         "confusion": cm.tolist(),
@@ -124,7 +124,7 @@ def main() -> int:
     yolo = args.shared / "models" / "mt-yolo-cls" / "model.onnx"
     if yolo.is_file():
         sess = ort.InferenceSession(str(yolo), opts, providers=["CPUExecutionProvider"])
-        print(f"\nmt-yolo-cls (card: 189/268, escape 43/78, FR 29/190), spec from its metadata")
+        print("\nmt-yolo-cls (card: 189/268, escape 43/78, FR 29/190), spec from its metadata")
         for interp in ("pillow_bilinear", "area", "linear"):
             t0 = time.perf_counter()
             spec = resolve_spec(yolo, ModelSettings(interpolation=interp))

@@ -21,10 +21,21 @@ import numpy as np
 from edge.model_spec import ENGINE_SUFFIXES, ModelSpec, spec_from_dict, spec_to_dict
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from edge.settings import ModelSettings
 
-__all__ = ["Backend", "BackendError", "BackendInputError", "open_backend", "softmax", "check_batch",
-           "spec_to_dict", "spec_from_dict", "backend_kind"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendInputError",
+    "backend_kind",
+    "check_batch",
+    "open_backend",
+    "softmax",
+    "spec_from_dict",
+    "spec_to_dict",
+]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -68,7 +79,7 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Backend: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 

@@ -111,15 +111,20 @@ class _PyCudaStream:
         self.raw.synchronize()
 
 
+def _raw_stream(stream: Stream) -> Any:
+    return stream.raw if isinstance(stream, _PyCudaStream) else None
+
+
 class _PyCudaEvent:
     def __init__(self, event: Any) -> None:
         self.raw = event
 
     def record(self, stream: Stream) -> None:
-        self.raw.record(getattr(stream, "raw", None))
+        self.raw.record(stream.raw if isinstance(stream, _PyCudaStream) else None)
 
     def time_since(self, start: Event) -> float:
-        return float(self.raw.time_since(getattr(start, "raw")))
+        other = start.raw if isinstance(start, _PyCudaEvent) else start
+        return float(self.raw.time_since(other))
 
 
 class PyCuda:
@@ -165,7 +170,7 @@ class PyCuda:
         return _PyCudaEvent(self._drv.Event())
 
     def memcpy_htod_async(self, dst: DeviceMemory, src: np.ndarray, stream: Stream) -> None:
-        self._drv.memcpy_htod_async(dst, src, getattr(stream, "raw", None))
+        self._drv.memcpy_htod_async(dst, src, _raw_stream(stream))
 
     def memcpy_dtoh_async(self, dst: np.ndarray, src: DeviceMemory, stream: Stream) -> None:
-        self._drv.memcpy_dtoh_async(dst, src, getattr(stream, "raw", None))
+        self._drv.memcpy_dtoh_async(dst, src, _raw_stream(stream))

@@ -83,8 +83,8 @@ def check_engine_compat(
     sidecar: Mapping[str, Any],
     *,
     plan_sha256: str,
-    trt_version: str,
-    compute_capability: Sequence[int],
+    trt_version: str | None,
+    compute_capability: Sequence[int] | None,
     device_name: str | None = None,
 ) -> list[str]:
     """Compare a sidecar with this device; return one message per mismatch (empty = compatible).
@@ -92,8 +92,10 @@ def check_engine_compat(
     Args:
         sidecar: the loaded ``<engine>.json``.
         plan_sha256: hex sha256 of the plan file as it is on disk now.
-        trt_version: ``tensorrt.__version__`` of the running TensorRT (exact match required).
-        compute_capability: ``(major, minor)`` of the GPU that will run the engine.
+        trt_version: ``tensorrt.__version__`` of the running TensorRT (exact match required);
+            ``None`` = unknown here (not checked).
+        compute_capability: ``(major, minor)`` of the GPU that will run the engine; ``None`` =
+            unknown here (not checked).
         device_name: GPU name, only used to make messages clearer.
     """
     problems: list[str] = []
@@ -101,11 +103,11 @@ def check_engine_compat(
     if missing:
         problems.append(f"sidecar lacks key(s) {missing}")
     built_v = sidecar.get("trt_version")
-    if built_v is not None and str(built_v) != str(trt_version):
+    if built_v is not None and trt_version is not None and str(built_v) != str(trt_version):
         problems.append(f"TensorRT version mismatch: engine built with TensorRT {built_v}, "
                         f"this device runs TensorRT {trt_version}")
-    here_cc = (int(compute_capability[0]), int(compute_capability[1]))
-    if "compute_capability" in sidecar:
+    if "compute_capability" in sidecar and compute_capability is not None:
+        here_cc = (int(compute_capability[0]), int(compute_capability[1]))
         built_cc = _cc(sidecar["compute_capability"])
         built_dev = sidecar.get("device_name") or "unknown GPU"
         here_dev = device_name or "this GPU"
@@ -126,8 +128,8 @@ def require_engine_compat(
     sidecar: Mapping[str, Any],
     *,
     plan_sha256: str,
-    trt_version: str,
-    compute_capability: Sequence[int],
+    trt_version: str | None,
+    compute_capability: Sequence[int] | None,
     device_name: str | None = None,
 ) -> None:
     """Raise :class:`EngineCompatError` listing every mismatch from :func:`check_engine_compat`."""

@@ -13,6 +13,8 @@ from edge.model_spec import ModelSpec, resolve_spec
 from edge.onnx_info import file_sha256
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from edge.settings import ModelSettings
 
 
@@ -62,7 +64,7 @@ class NoopBackend:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> NoopBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

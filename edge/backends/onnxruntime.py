@@ -17,6 +17,8 @@ from edge.model_spec import ModelSpec, resolve_spec
 from edge.onnx_info import file_sha256, read_onnx_info
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from edge.settings import ModelSettings
 
 
@@ -49,7 +51,7 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3  # errors only
         try:
             self._session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
+        except Exception as exc:  # noqa: BLE001  (ORT raises its own exception types)
             raise BackendError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
@@ -99,7 +101,7 @@ class OnnxRuntimeBackend:
         self._closed = True
         self._session = None  # type: ignore[assignment]
 
-    def __enter__(self) -> OnnxRuntimeBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

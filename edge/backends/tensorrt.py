@@ -35,11 +35,12 @@ import numpy as np
 
 from edge.backends import BackendError, as_probabilities, check_batch
 from edge.backends._cuda import Context, CudaApi, DeviceMemory, Event, Stream
-from edge.backends.engine_sidecar import read_sidecar, require_engine_compat
+from edge.backends.engine_sidecar import check_engine_compat, read_sidecar, require_engine_compat
 from edge.model_spec import ModelSpec, resolve_spec
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    from typing_extensions import Self
 
     from edge.settings import ModelSettings
 
@@ -66,6 +67,39 @@ def _np_dtype(dt: trt.DataType) -> np.dtype[Any]:
     if dt not in table:
         raise BackendError(f"unsupported TensorRT I/O data type {dt}")
     return np.dtype(table[dt])
+
+
+def check_engine_file(path: str | Path, *, cuda: CudaApi | None = None, device: int = 0) -> list[str]:
+    """Every reason the engine at ``path`` cannot run here, without deserializing it (preflight).
+
+    Checks the sidecar and plan hash always, the TensorRT version when ``tensorrt`` imports and
+    the compute capability when the CUDA layer (pycuda, a GPU) is available.
+
+    Raises:
+        EngineCompatError: the sidecar is missing or unreadable.
+    """
+    p = Path(path)
+    sidecar = read_sidecar(p)
+    plan_sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    try:
+        import tensorrt
+
+        trt_version: str | None = str(tensorrt.__version__)
+    except ImportError:
+        trt_version = None
+    cc: tuple[int, int] | None = None
+    name: str | None = None
+    try:
+        if cuda is None:
+            from edge.backends._cuda import PyCuda
+
+            cuda = PyCuda()
+        cuda.init()
+        cc, name = cuda.compute_capability(device), cuda.device_name(device)
+    except Exception as exc:  # noqa: BLE001  (no pycuda / driver / GPU: that check is skipped)
+        log.debug("compute capability not checked: %s", exc)
+    return check_engine_compat(sidecar, plan_sha256=plan_sha, trt_version=trt_version,
+                               compute_capability=cc, device_name=name)
 
 
 class _Bound:
@@ -135,6 +169,7 @@ class TensorRTBackend:
         self.precision: str = str(sidecar.get("precision", "fp32"))
         self.max_batch: int = int(settings.max_batch)
         self._fixed_batch: int | None = None
+        self._dynamic = False
         self._activate(plan)
 
     # -- activation -----------------------------------------------------------------------------
@@ -174,18 +209,20 @@ class TensorRTBackend:
                                f"match the spec (input {s.input_name!r}, output {s.output_name!r})")
         H, W = s.input_size
         in_shape = _dims(engine.get_tensor_shape(s.input_name))
-        if len(in_shape) != 4 or in_shape[1:] != (3, H, W):
-            if not (len(in_shape) == 4 and in_shape[1] == 3 and in_shape[2] in (-1, H) and in_shape[3] in (-1, W)):
-                raise BackendError(f"{self.model_path}: engine input {s.input_name!r} shape {list(in_shape)}, "
-                                   f"expected [N,3,{H},{W}]")
-        if in_shape[0] == -1:
+        if not (len(in_shape) == 4 and in_shape[1] == 3 and in_shape[2] in (-1, H) and in_shape[3] in (-1, W)):
+            raise BackendError(f"{self.model_path}: engine input {s.input_name!r} shape {list(in_shape)}, "
+                               f"expected [N,3,{H},{W}]")
+        self._dynamic = -1 in in_shape
+        hi: tuple[int, ...] = in_shape
+        if self._dynamic:
             profile = engine.get_tensor_profile_shape(s.input_name, 0)
             lo, hi = _dims(profile[0]), _dims(profile[2])
-            if hi[2:] != (H, W) or lo[2:] != (H, W):
+            if not (lo[2] <= H <= hi[2] and lo[3] <= W <= hi[3]):
                 raise BackendError(f"{self.model_path}: optimization profile of {s.input_name!r} spans "
-                                   f"{list(lo)}..{list(hi)}, expected H,W fixed at {H},{W}")
-            self.max_batch = max(1, min(self.max_batch, hi[0]))
+                                   f"{list(lo)}..{list(hi)}, which excludes H,W = {H},{W}")
+        if in_shape[0] == -1:
             self._fixed_batch = None
+            self.max_batch = max(1, min(self.max_batch, hi[0]))
         else:
             self._fixed_batch = in_shape[0]
             self.max_batch = in_shape[0]
@@ -199,7 +236,7 @@ class TensorRTBackend:
         b.host_out = self._cuda.pagelocked_empty((n, C), _np_dtype(engine.get_tensor_dtype(s.output_name)))
         b.device[s.input_name] = self._cuda.mem_alloc(b.host_in.nbytes)
         b.device[s.output_name] = self._cuda.mem_alloc(b.host_out.nbytes)
-        if self._fixed_batch is None and not context.set_input_shape(s.input_name, (n, 3, H, W)):
+        if self._dynamic and not context.set_input_shape(s.input_name, (n, 3, H, W)):
             raise BackendError(f"{self.model_path}: set_input_shape({s.input_name!r}, {[n, 3, H, W]}) failed")
         b.bound_batch = n
         for extra in outputs:  # every I/O tensor needs an address; extra outputs are ignored
@@ -241,7 +278,7 @@ class TensorRTBackend:
         np.copyto(b.host_in[:k], chunk, casting="same_kind")
         if run_n > k:
             b.host_in[k:run_n] = 0
-        if self._fixed_batch is None and run_n != b.bound_batch:
+        if self._dynamic and run_n != b.bound_batch:
             H, W = s.input_size
             if not b.context.set_input_shape(s.input_name, (run_n, 3, H, W)):
                 raise BackendError(f"{self.model_path}: set_input_shape({s.input_name!r}, "
@@ -284,7 +321,7 @@ class TensorRTBackend:
             if b is not None:
                 self._release(b, pushed=False)
 
-    def __enter__(self) -> TensorRTBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -133,7 +133,7 @@ class PlcLink:
         out["queue_depth"] = self._queue.qsize()
         return out
 
-    def start(self) -> PlcLink:
+    def start(self) -> Self:
         """Open the port (one attempt, synchronously) and start the threads. If the port cannot be
         opened the link starts in state ``lost`` and keeps retrying.
 
@@ -204,7 +204,7 @@ class PlcLink:
         if port is not None and hasattr(port, "cancel_read"):
             try:
                 port.cancel_read()
-            except (serial.SerialException, OSError, ValueError) as exc:  # best effort wake-up; the read timeout bounds the wait anyway
+            except (serial.SerialException, OSError, ValueError) as exc:  # best effort; read timeout bounds it
                 log.debug("cancel_read: %s", exc)
         for t in self._threads:
             t.join(self.settings.read_timeout_ms / 1000 + self.settings.write_timeout_ms / 1000 + 0.5)

@@ -11,6 +11,7 @@ Sources: socat(1) ``PTY`` address and its ``raw``/``echo``/``link`` options; Pyt
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import select
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+log = logging.getLogger(__name__)
 _PTY_RE = re.compile(r"PTY is (\S+)")
 _BRIDGE_BUFFER = 65536  # bytes held per direction when the far end does not read; beyond: dropped
 
@@ -37,7 +39,7 @@ class PtyPair:
     """Two connected pty endpoints ``a`` and ``b`` (device paths, or ``link_a``/``link_b`` when given).
 
     Args:
-        backend: ``"auto"`` (socat if on PATH, else Python), ``"socat"`` or ``"python"``.
+        backend: ``"auto"`` (socat if on PATH and it starts, else Python), ``"socat"`` or ``"python"``.
         link_a, link_b: optional symlink paths created to the endpoints (stable names across a
             restart of the pair; socat replaces an existing link and removes it on exit).
         start_timeout: s to wait for socat to report its ptys.
@@ -71,8 +73,14 @@ class PtyPair:
         self._closed = False
         if self.backend == "socat":
             assert socat is not None
-            self.device_a, self.device_b = self._start_socat(socat, start_timeout)
-        else:
+            try:
+                self.device_a, self.device_b = self._start_socat(socat, start_timeout)
+            except PtyError as exc:
+                if backend == "socat":
+                    raise
+                log.warning("socat pty pair failed (%s); using the Python bridge", exc)
+                self.backend, self._proc, self._drainer, self._closed = "python", None, None, False
+        if self.backend == "python":
             self.device_a, self.device_b = self._start_bridge()
         self.a = str(self._links[0]) if self._links[0] else self.device_a
         self.b = str(self._links[1]) if self._links[1] else self.device_b

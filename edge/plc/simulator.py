@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 
+_RECENT_IDS = 100_000  # part ids remembered to tell a duplicate RES from an unexpected one
+_MAX_LATENCIES = 1_000_000  # latency samples kept (the summary covers the first million answers)
+
 
 def _checked(body: bytes) -> bytes:
     return body + b"*" + checksum(body).encode("ascii") + b"\r\n"
@@ -173,7 +176,9 @@ class PlcSimulator:
             raise ValueError(f"count must be >= 0, got {self.count}")
         if self.count == 0 and duration_s is None:
             raise ValueError("count = 0 (listen only) needs duration_s")
-        self._frames = [encode_trigger(self._part_id(i), checksum) for i in range(self.count)]  # validates ids
+        self._checksum = checksum
+        for pid in self.part_ids or ():
+            encode_trigger(pid)  # ValueError naming a bad part id now, not in the sender thread
         self.ping_every = ping_every
         self.garbage = list(garbage)
         self._ping = encode_ping(checksum)
@@ -183,7 +188,7 @@ class PlcSimulator:
         self._serial_kwargs = {"baudrate": baudrate, "bytesize": bytesize, "parity": parity, "stopbits": stopbits}
         self.report = SimReport(port=port)
         self._outstanding: dict[str, deque[float]] = {}
-        self._sent_ids: set[str] = set()
+        self._sent_ids: dict[str, None] = {}  # recent part ids (ordered set, bounded) to tell duplicates
         self._pings: deque[float] = deque()
         self._last_hbt: int | None = None
         self._naks: Counter[str] = Counter()
@@ -203,7 +208,7 @@ class PlcSimulator:
         if self._on_event is not None:
             self._on_event(text)
 
-    def start(self) -> PlcSimulator:
+    def start(self) -> Self:
         """Open the port and start sending/reading.
 
         Raises:
@@ -299,7 +304,7 @@ class PlcSimulator:
     def _sender(self) -> None:
         period = 1.0 / self.rate_hz
         try:
-            for i, frame in enumerate(self._frames):
+            for i in range(self.count):  # encoded one by one: count may be huge (continuous demo)
                 if self._stop.wait(max(0.0, self._t0 + i * period - time.monotonic())):
                     break
                 if i < len(self.garbage):
@@ -309,9 +314,13 @@ class PlcSimulator:
                     with self._cond:
                         self.report.garbage_sent += 1
                 pid = self._part_id(i)
+                frame = encode_trigger(pid, self._checksum)
                 with self._cond:
                     self._outstanding.setdefault(pid, deque()).append(time.monotonic())
-                    self._sent_ids.add(pid)
+                    self._sent_ids.pop(pid, None)
+                    self._sent_ids[pid] = None
+                    if len(self._sent_ids) > _RECENT_IDS:
+                        del self._sent_ids[next(iter(self._sent_ids))]
                     self.report.triggers_sent += 1
                 self._event(f"TRG {pid}")
                 if not self._write(frame):
@@ -413,6 +422,8 @@ class PlcSimulator:
                 self._event(f"{text} UNEXPECTED")
             return
         latency = (now - q.popleft()) * 1000
+        if not q:
+            del self._outstanding[tel.part_id]
         r.verdicts[tel.code] = r.verdicts.get(tel.code, 0) + 1
         if tel.failsafe:
             r.failsafe[tel.failsafe] = r.failsafe.get(tel.failsafe, 0) + 1
@@ -421,5 +432,6 @@ class PlcSimulator:
             self._event(f"{text} {latency:.1f} ms LATE")
             return
         r.answered += 1
-        r.latencies_ms.append(latency)
+        if len(r.latencies_ms) < _MAX_LATENCIES:
+            r.latencies_ms.append(latency)
         self._event(f"{text} {latency:.1f} ms")
