@@ -32,10 +32,20 @@ def resolve_model_path(settings: Settings) -> Settings:
 
 
 def open_backend_for(settings: Settings) -> Any:
-    """Open the configured backend (raises with a clear message on a missing/corrupt model)."""
+    """Open the configured backend and warm it up (raises with a clear message on a missing/corrupt model).
+
+    The first ONNX Runtime / TensorRT call allocates and tunes (hundreds of ms on a CPU); running
+    it here, before the first trigger, keeps it out of the first part's deadline.
+    """
+    import numpy as np
+
     from edge.backends import open_backend
 
-    return open_backend(resolve_model_path(settings).model)
+    backend = open_backend(resolve_model_path(settings).model)
+    h, w = backend.spec.input_size
+    for n in sorted({1, backend.max_batch}):
+        backend.infer(np.zeros((n, 3, h, w), np.float32))
+    return backend
 
 
 class Station:
@@ -138,7 +148,8 @@ class Station:
 
 
 def run_until_signal(station: Station, stop_when: threading.Event | None = None,
-                     on_reload: Callable[[], None] | None = None) -> dict[str, Any]:
+                     on_reload: Callable[[], None] | None = None,
+                     on_started: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run until SIGINT/SIGTERM (or ``stop_when`` is set), then drain and return the summary."""
     stop = threading.Event()
 
@@ -151,6 +162,8 @@ def run_until_signal(station: Station, stop_when: threading.Event | None = None,
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=on_reload).start())
     try:
         station.start()
+        if on_started is not None:
+            on_started()
         while not stop.is_set():
             if stop_when is not None and stop_when.is_set():
                 break

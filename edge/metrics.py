@@ -102,12 +102,12 @@ class _StationCollector(Collector):
         yield rel
 
         for what, allowed in STATES.items():
-            fam = GaugeMetricFamily(f"edgeqc_{what}_state", f"{what} state: 1 for the current state.",
-                                    labels=["state"])
+            gauge = GaugeMetricFamily(f"edgeqc_{what}_state", f"{what} state: 1 for the current state.",
+                                      labels=["state"])
             cur = states.get(what)
             for state in allowed:
-                fam.add_metric([state], 1.0 if cur == state else 0.0)
-            yield fam
+                gauge.add_metric([state], 1.0 if cur == state else 0.0)
+            yield gauge
 
         if model:
             info = InfoMetricFamily("edgeqc_model", "The model answering now.")

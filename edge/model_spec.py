@@ -395,9 +395,11 @@ def resolve_spec(model_path: str | Path, settings: ModelSettings | None = None) 
         settings: the ``[model]`` settings; ``None`` = no config overrides.
 
     Raises:
-        FileNotFoundError: the model (or an engine's sidecar) does not exist.
+        FileNotFoundError: the model file does not exist.
         ModelSpecError: labels missing or not matching the output's class count, unknown input
-            size for a model with dynamic H/W, config contradicting the graph, bad metadata.
+            size for a model with dynamic H/W, config contradicting the graph, bad metadata,
+            an engine without (or with an unusable) sidecar.
+        OnnxReadError: the file is not ONNX (a ``ValueError``).
     """
     path = Path(model_path)
     if not path.is_file():

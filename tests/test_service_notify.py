@@ -130,3 +130,31 @@ def test_listener_gone_is_counted_not_raised(tmp_path: Path, monkeypatch: pytest
 def test_status_line() -> None:
     st = {"parts_per_min": 42.0, "parts": 120, "rejects": 3, "camera": "ok", "plc": "lost", "model": "ok"}
     assert status_line(st) == "42.0 parts/min, 3 rejects of 120, camera ok, PLC lost, model ok"
+
+
+def test_child_process_under_a_stand_in_manager(tmp_path: Path) -> None:
+    """The harness the service integration tests use: a child with NOTIFY_SOCKET/WATCHDOG_USEC."""
+    import subprocess
+    import sys
+
+    from notify_listener import NotifyListener
+
+    child = ("from edge.service import Notifier\n"
+             "n = Notifier()\n"
+             "assert n.watchdog_interval == 1.5\n"
+             "n.status('loading model')\n"
+             "n.ready('model ok, camera ok, PLC ok')\n"
+             "for _ in range(3):\n"
+             "    n.watchdog(force=True)\n"
+             "n.reloading()\n"
+             "n.ready()\n"
+             "n.stopping()\n")
+    with NotifyListener(tmp_path) as sd:
+        env = {**os.environ, **sd.env(watchdog_s=3.0), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.run([sys.executable, "-c", child], env=env, check=False, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert sd.wait_for("STOPPING") == {"STOPPING": "1"}
+        assert sd.keys() == ["STATUS", "READY", "WATCHDOG", "WATCHDOG", "WATCHDOG", "RELOADING", "READY", "STOPPING"]
+        assert sd.wait_for("READY") == {"READY": "1", "STATUS": "model ok, camera ok, PLC ok"}
+        assert sd.count("WATCHDOG") == 3 and "MONOTONIC_USEC" in sd.wait_for("RELOADING")

@@ -107,6 +107,7 @@ class _Bound:
 
     def __init__(self) -> None:
         self.ctx: Context | None = None
+        self.logger: trt.ILogger | None = None  # kept alive as long as the runtime
         self.runtime: trt.Runtime | None = None
         self.engine: trt.ICudaEngine | None = None
         self.context: trt.IExecutionContext | None = None
@@ -180,8 +181,8 @@ class TensorRTBackend:
         b = _Bound()
         b.ctx = self._cuda.make_context(self._device)
         try:
-            logger = trt.Logger(trt.Logger.WARNING)
-            b.runtime = trt.Runtime(logger)
+            b.logger = trt.Logger(trt.Logger.WARNING)
+            b.runtime = trt.Runtime(b.logger)
             b.engine = b.runtime.deserialize_cuda_engine(plan)
             if b.engine is None:
                 raise BackendError(f"TensorRT could not deserialize {self.model_path} (see the TensorRT log above)")
@@ -308,6 +309,7 @@ class TensorRTBackend:
             b.context = None
             b.engine = None
             b.runtime = None
+            b.logger = None
             b.stream = b.start = b.end = None
         finally:
             b.ctx.pop()

@@ -133,6 +133,10 @@ class FolderSource(_ReplaySource):
         super().__init__(path, camera, channel_order, on_state)
         self._lister = lister
 
+    def planned_frames(self) -> int:
+        """Number of image files one pass will try (corrupt ones included)."""
+        return len(self._lister(self.path))
+
     def _check(self) -> None:
         if not self.path.is_dir():
             raise CaptureError(f"camera.source: image folder {self.path} does not exist (check the path)")
@@ -179,6 +183,14 @@ class VideoFileSource(_ReplaySource):
                 f"complete and its codec is supported: cv2.getBuildInformation() lists the video backends)"
             )
         return cap
+
+    def planned_frames(self) -> int:
+        """Frame count from the container (may be approximate for some codecs)."""
+        cap = self._open()
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
 
     def _check(self) -> None:
         if not self.path.is_file():

@@ -105,8 +105,8 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
 
         n = parts
         if n is None:
-            n = station.source.stats.get("total", settings.camera.demo_parts) if station.source.is_replay else 100
-            n = n or settings.camera.demo_parts
+            planned = getattr(station.source, "planned_frames", None)
+            n = planned() if planned else 100
         if until_signal:
             n = 10**8
         p = settings.plc
@@ -116,16 +116,18 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"  # type: ignore[union-attr]
               f" at {rate_hz:g}/s", file=sys.stderr)
 
-        def _drive() -> None:
+    def _drive() -> None:  # after the station started: no TRG may reach a port nobody has opened
+        if sim is not None:
             sim.start()
             sim.wait_done(n / rate_hz + p.deadline_ms / 1000 + 30)
-            done.set()
+        elif not until_signal and station.source.is_replay:
+            station.inspector.finished.wait()
+        done.set()
 
-        threading.Thread(target=_drive, name="edgeqc-plc-sim", daemon=True).start()
-    elif not until_signal and station.source.is_replay:
-        threading.Thread(target=lambda: (station.inspector.finished.wait(), done.set()), daemon=True).start()
     try:
-        summary = run_until_signal(station, stop_when=None if until_signal else done)
+        summary = run_until_signal(station, stop_when=None if until_signal else done,
+                                   on_started=lambda: threading.Thread(target=_drive, name="edgeqc-plc-sim",
+                                                                       daemon=True).start())
     finally:
         report = sim.close() if sim is not None else None
         zmq_seen = sub.close() if sub is not None else None
