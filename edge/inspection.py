@@ -239,8 +239,8 @@ class Inspector:
                 except Exception:
                     log.exception("capture failed for part %s", part.part_id)
                     frame = None
-                if frame is None:
-                    self._failsafe(part, "NO_FRAME", None)
+                if frame is None:  # past the deadline it is a TIMEOUT, whoever notices first
+                    self._failsafe(part, "TIMEOUT" if time.monotonic() >= part.deadline else "NO_FRAME", None)
                     continue
                 jobs.append((part, frame, time.monotonic()))
             if jobs:
