@@ -88,7 +88,8 @@ def load_labelled(folder: str | Path, spec: ModelSpec, pass_labels: Sequence[str
     """
     unknown = [p for p in pass_labels if p not in spec.labels]
     if unknown:
-        raise ValueError(f"pass class(es) {unknown} are not model labels {list(spec.labels)}")
+        raise ValueError(f"pass class(es) {unknown} are not model labels {list(spec.labels)}; set --pass-class "
+                         "(or decision.pass_classes in the config)")
     lf = scan_labelled(folder, spec.labels)
     data = preprocess_folder(lf.files, spec, progress=progress, desc="labelled images")
     if not len(data):

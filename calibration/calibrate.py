@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from calibration.cache import RangeCache, cache_key
 from calibration.dataset import DatasetError, Preprocessed, evenly_spaced, preprocess_folder, scan_images
 from calibration.graph_stats import PrecisionStats, precision_stats
@@ -252,3 +254,57 @@ def load_calibration_rows(ranges: Ranges, spec: ModelSpec, count: int) -> Prepro
     if not len(data):
         raise DatasetError(f"{ranges.calib_root}: none of the {len(files)} calibration images could be read again")
     return data
+
+
+def quantize_with_modelopt(
+    model: str | Path,
+    calib_dir: str | Path,
+    out: str | Path,
+    spec: ModelSpec,
+    method: str,
+    *,
+    max_images: int | None = None,
+    min_images: int = DEFAULT_MIN_IMAGES,
+    exclude: Sequence[str] = (),
+    progress: bool = False,
+) -> tuple[Ranges, QdqModel]:
+    """The optional ModelOpt path (:mod:`calibration.modelopt_quant`): same calibration set rules,
+    metadata, graph checks and report fields as the ONNX Runtime path; no range cache.
+
+    Raises:
+        DatasetError / CalibrationError: as :func:`prepare_ranges`.
+        RuntimeError: ModelOpt is not installed.
+    """
+    import onnx
+
+    from calibration.modelopt_quant import quantize_modelopt
+    from calibration.quantize import stamp_metadata
+
+    t0 = time.perf_counter()
+    images = scan_images(calib_dir)
+    data = preprocess_folder(images.files, spec, progress=progress, desc="calibration images")
+    try:
+        rows = evenly_spaced(len(data), max_images)
+        if len(rows) < min_images:
+            raise CalibrationError(
+                f"calibration set {images.root}: {len(rows)} usable image(s), {len(data.skipped)} unreadable skipped, "
+                f"of {len(images.files)} files; at least {min_images} are required (--min-images)")
+        settings = CalibSettings("minmax", max_images=max_images)
+        model_sha = file_sha256(model)
+        with tempfile.TemporaryDirectory(prefix="edgeqc-mo-") as tmp:
+            raw = quantize_modelopt(model, np.asarray(data.array[rows]), Path(tmp) / "q.onnx", method=method,
+                                    input_name=spec.input_name, exclude=exclude)
+            prov = {"tool": "modelopt.onnx.quantization.quantize", "method": method, "fp32_sha256": model_sha,
+                    "calib_sha256": images.sha256, "calib_images": len(rows), "excluded": list(exclude)}
+            path = stamp_metadata(raw, out, spec, prov)
+        used = [images.rel(data.files[i]) for i in rows]
+        skipped = [images.rel(p) for p in data.skipped]
+    finally:
+        data.close()
+    ranges = Ranges(Path(out), "", False, method, settings, model_sha, images.sha256, images.root,
+                    len(images.files), used, skipped, time.perf_counter() - t0)
+    m = onnx.load(str(path))
+    summary = require_valid_qdq(m, str(path))
+    qdq = QdqModel(Path(path), file_sha256(path), tuple(exclude), summary, precision_stats(m, spec.input_size),
+                   time.perf_counter() - t0)
+    return ranges, qdq

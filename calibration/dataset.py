@@ -136,7 +136,7 @@ def preprocess_folder(
                                         shape=(len(files), 3, H, W))
     used: list[Path] = []
     skipped: list[Path] = []
-    for p in tqdm(files, desc=desc, unit="img", disable=not progress, leave=False):
+    for p in tqdm(files, desc=desc, unit="img", disable=None if progress else True, leave=False):
         frame = read_image(p, spec.channel_order)
         if frame is None:
             skipped.append(p)

@@ -110,7 +110,7 @@ def iter_batches(
     pre = Preprocessor(spec, batch)
     frames: list[np.ndarray] = []
     idx: list[int] = []
-    for i, p in enumerate(tqdm(files, desc="evaluate", unit="img", disable=not progress, leave=False)):
+    for i, p in enumerate(tqdm(files, desc="evaluate", unit="img", disable=None if progress else True, leave=False)):
         f = read_image(p, spec.channel_order)
         if f is None:
             skipped.append(p)
@@ -151,7 +151,8 @@ def evaluate_folder(
         raise ValueError("evaluate needs at least one model")
     unknown = [p for p in pass_labels if p not in spec.labels]
     if unknown:
-        raise ValueError(f"pass class(es) {unknown} are not model labels {list(spec.labels)}")
+        raise ValueError(f"pass class(es) {unknown} are not model labels {list(spec.labels)}; set --pass-class "
+                         "(or decision.pass_classes in the config)")
     lf: LabelledFolder = scan_labelled(folder, spec.labels)
     runners = [(name, OrtClassifier(path, spec, threads=threads)) for name, path in models]
     skipped: list[Path] = []
@@ -179,8 +180,8 @@ def format_evaluation(ev: Evaluation) -> str:
     """Human table: summary rows side by side, per-class recall, then one confusion matrix per model."""
     names = [m.name for m in ev.models]
     w = max(18, *(len(n) + 2 for n in names))
-    lines = [f"labelled folder: {ev.folder} ({len(ev.files)} images, {len(ev.skipped)} unreadable skipped; "
-             f"pass class(es): {', '.join(ev.pass_labels)})"]
+    lines = [(f"labelled folder: {ev.folder} ({len(ev.files)} images, {len(ev.skipped)} unreadable skipped; "
+              f"pass class(es): {', '.join(ev.pass_labels)})")]
     head = f"{'':24}" + "".join(f"{n:>{w}}" for n in names)
     lines.append(head)
     rows = [

@@ -153,7 +153,6 @@ def check_qdq_model(model: onnx.ModelProto) -> QdqSummary:
         dq = producer.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear":
             continue  # float weight: this node is not quantized (excluded)
-        weights_checked += 1
         cname = names[id(node)]
         dname = names[id(dq)]
         q_src = dq.input[0]
@@ -167,16 +166,20 @@ def check_qdq_model(model: onnx.ModelProto) -> QdqSummary:
         elif q_node is not None and q_node.op_type == "QuantizeLinear":
             w = const_array(q_node.input[0])
             if w is None:
-                violations.append(Violation(names[id(q_node)], f"weight of {cname} is not a constant"))
-                continue
+                continue  # an activation (e.g. attention Q x K^T): per-tensor like any activation
             zt = elem_type(q_node.input[2]) if len(q_node.input) > 2 else None
             if zt != _INT8:
-                violations.append(Violation(names[id(q_node)], f"weight of {cname} quantized to onnx type {zt}, expected int8"))
+                violations.append(Violation(names[id(q_node)],
+                                            f"weight of {cname} quantized to onnx type {zt}, expected int8"))
             axis_node, scale_name = q_node, q_node.input[1]
+        elif node.op_type == "MatMul":
+            continue  # second operand is an activation, not a weight
         else:
-            violations.append(Violation(dname, f"weight of {cname} comes from {q_node.op_type if q_node else q_src!r}, "
-                                               "expected an int8 initializer or a QuantizeLinear of a float initializer"))
+            src_desc = q_node.op_type if q_node else repr(q_src)
+            violations.append(Violation(dname, f"weight of {cname} comes from {src_desc}, expected an int8 "
+                                               "initializer or a QuantizeLinear of a float initializer"))
             continue
+        weights_checked += 1
         scale = const_array(scale_name)
         if w is None or scale is None:
             violations.append(Violation(names[id(axis_node)], f"weight or scale of {cname} is not a constant"))

@@ -70,19 +70,37 @@ def quantize_qdq(
                 calibration_cache_path=str(ranges_path),
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
-        model = onnx.load(str(raw))
-        meta = {m.key: m.value for m in model.metadata_props}
-        meta.update(spec_to_metadata(spec))
-        if provenance is not None:
-            meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True)
-        del model.metadata_props[:]
-        for k, v in meta.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = k, v
-        staged = Path(tmp) / "staged.onnx"
-        onnx.save(model, str(staged))
-        os.replace(staged, out)
+        stamp_metadata(raw, out, spec, provenance)
     return out
+
+
+def stamp_metadata(src: str | Path, dst: str | Path, spec: ModelSpec,
+                   provenance: Mapping[str, Any] | None = None) -> Path:
+    """Copy the ONNX model ``src`` to ``dst`` (atomically) with the model spec and the
+    ``edgeqc.quantization`` provenance added to its ``metadata_props``."""
+    import onnx
+
+    dst = Path(dst)
+    model = onnx.load(str(src))
+    meta = {m.key: m.value for m in model.metadata_props}
+    meta.update(spec_to_metadata(spec))
+    if provenance is not None:
+        meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dst
 
 
 def read_provenance(model: Any) -> dict[str, Any]:

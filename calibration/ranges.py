@@ -18,6 +18,7 @@ bounded by the chunk, not by the set.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ import numpy as np
 from calibration.dataset import Preprocessed
 
 METHODS = ("minmax", "entropy", "percentile")
+log = logging.getLogger("edgeqc.calibration")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class CalibSettings:
     method: str = "minmax"
     max_images: int | None = None
     chunk_images: int = 16
-    batch: int = 8
+    batch: int = 1
     percentile: float = 99.999
     num_bins: int | None = None
 
@@ -96,15 +98,21 @@ def quantizable_op_types() -> list[str]:
 
 @contextlib.contextmanager
 def quiet_ort_quantization() -> Iterator[None]:
-    """Silence ONNX Runtime's quantization advice printed through the root logger
-    ("Please consider to run pre-processing ..."; facts.md §4: results are identical without it)."""
+    """Silence ONNX Runtime's quantization chatter: advice through the root logger ("Please
+    consider to run pre-processing ..."; facts.md §4: results are identical without it) and the
+    histogram calibrators' ``print`` progress lines (they would pollute ``--json -`` output);
+    the printed lines go to this module's DEBUG log."""
     root = logging.getLogger()
     old = root.level
     root.setLevel(logging.ERROR)
+    buf = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(buf):
+            yield
     finally:
         root.setLevel(old)
+        if buf.getvalue():
+            log.debug("onnxruntime: %s", buf.getvalue().strip())
 
 
 class _ChunkReader:
@@ -169,7 +177,7 @@ def compute_ranges(
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=ort_method(settings.method), extra_options=extra)
         chunk = settings.chunk_images
-        with tqdm(total=len(rows), desc=f"calibrate ({settings.method})", unit="img", disable=not progress,
+        with tqdm(total=len(rows), desc=f"calibrate ({settings.method})", unit="img", disable=None if progress else True,
                   leave=False) as bar:
             for s in range(0, len(rows), chunk):
                 part = rows[s:s + chunk]

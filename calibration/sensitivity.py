@@ -62,7 +62,7 @@ class _Probe:
 
 
 def _fp32_name(t: str) -> str:
-    return t[: -len(_Q_SUFFIX)] if t.endswith(_Q_SUFFIX) else t
+    return t.removesuffix(_Q_SUFFIX)
 
 
 def _probes(qdq: onnx.ModelProto, fp32_tensors: set[str], exclude_ops: Iterable[str]) -> list[_Probe]:
@@ -155,10 +155,14 @@ def rank_layers(
     out_names = [o.name for o in full.get_outputs()]
 
     extractor = Extractor(qdq)
+    probe_opts = ort.SessionOptions()
+    probe_opts.intra_op_num_threads = threads
+    probe_opts.log_severity_level = 3
+    probe_opts.enable_cpu_mem_arena = False  # one arena per probe session would add up (~60 sessions)
     sessions = []
     for p in probes:
         sub = extractor.extract_model(list(p.sources), [p.target])
-        sessions.append(ort.InferenceSession(sub.SerializeToString(), opts, providers=providers))
+        sessions.append(ort.InferenceSession(sub.SerializeToString(), probe_opts, providers=providers))
 
     sig = np.zeros(len(probes))
     noise = np.zeros(len(probes))

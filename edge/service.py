@@ -81,7 +81,7 @@ class Notifier:
         if not self.enabled:
             return False
         text = "\n".join(assignments)
-        err: OSError | None = None
+        err: Exception | None = None
         with self._lock:
             for attempt in (0, 1):
                 try:
@@ -90,7 +90,7 @@ class Notifier:
                     self._sd.notify(text)
                     self.sent += 1
                     return True
-                except OSError as exc:
+                except (OSError, TypeError) as exc:  # TypeError: NOTIFY_SOCKET unset since (sdnotify)
                     err = exc
             self.failed += 1
         log.warning("sd_notify to %s failed: %s", self.socket_path, err)

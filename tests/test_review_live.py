@@ -137,11 +137,12 @@ def test_several_stations(ctx: zmq.Context[Any], tmp_path: Path) -> None:
 def test_station_state_seq_rules() -> None:
     st = StationState("tcp://x:1")
     assert [st.observe_seq("s", n) for n in (5, 5, 6, 9, 8, 2)] == ["first", "companion", "ok", "gap", "companion", "restart"]
-    assert (st.counters["seq_gaps"], st.counters["restarts"]) == (2, 1)
+    assert (st.counters["seq_gaps"], st.counters["restarts"]) == (3, 1)  # 7, 8 and (after restart) 1
     st.link_up()
     st.link_down()
     assert st.observe_seq("s", 2) == "restart"  # same seq after the link came back: a restart
     assert st.observe_seq("s", 3) == "ok"
+    assert (st.counters["seq_gaps"], st.counters["restarts"]) == (4, 2)
 
 
 def test_bad_endpoint_is_a_clear_error() -> None:

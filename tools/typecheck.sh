@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Type-check the TensorRT backend against the TensorRT 10.3 (JetPack 6) and 11.4 stubs
 # (../shared/stubs, see its README) with mypy --strict. Exit status != 0 on any error.
-# Usage: tools/typecheck.sh [files...]   (default: the TensorRT backend and its helpers)
+# Usage: tools/typecheck.sh [files...]   (default: the TensorRT backend and its helpers, and the
+# engine builder trt_build/{builder,profile,sidecar,engine_step}.py)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 stubs="${EDGEQC_TRT_STUBS:-$repo/../shared/stubs}"
 mypy="${MYPY:-$repo/.venv/bin/mypy}"
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-  files=(edge/backends/tensorrt.py edge/backends/_cuda.py edge/backends/engine_sidecar.py)
+  files=(edge/backends/tensorrt.py edge/backends/_cuda.py edge/backends/engine_sidecar.py
+         trt_build/builder.py trt_build/profile.py trt_build/sidecar.py trt_build/engine_step.py)
 fi
 cd "$repo"
 status=0

@@ -7,9 +7,9 @@ pose, gain and focus. Four classes (:data:`CLASSES`):
 
 * ``free``    -- no defect (the pass class, same name as the magnetic-tile dataset's pass class);
   may carry harmless dust specks and faint stains.
-* ``scratch`` -- 1-3 thin, straight (slightly bent) bright or dark line segments.
+* ``scratch`` -- 1-3 thin, straight (slightly bent) line segments, 18-55 px, mostly bright.
 * ``hole``    -- 1-4 dark round pits (blowholes) with a lit rim, radius 1.8-5.5 px.
-* ``crack``   -- a jagged dark polyline (random walk), sometimes branched and tapered.
+* ``crack``   -- a jagged dark zig-zag polyline, sometimes branched and tapered.
 
 Defects vary in size, position and contrast; the faint and small ones are hard but learnable.
 Everything is deterministic given the seed (NumPy ``Generator`` + OpenCV drawing), so a
@@ -122,6 +122,29 @@ class _Part:
         """A random interior point ``(x, y)`` in px (float64)."""
         return self._pts[rng.integers(len(self._pts))] + rng.uniform(-0.5, 0.5, 2)
 
+    def inside(self, pts: np.ndarray) -> bool:
+        """True when every point ``[K,2] (x, y)`` lies in the interior (so a mark is not cut off)."""
+        xy = np.rint(pts).astype(np.int64)
+        h, w = self.interior.shape
+        if (xy < 0).any() or (xy[:, 0] >= w).any() or (xy[:, 1] >= h).any():
+            return False
+        return bool(self.interior[xy[:, 1], xy[:, 0]].all())
+
+
+def _placed(rng: np.random.Generator, part: _Part, make, tries: int = 30) -> np.ndarray:
+    """Points from ``make(rng, start_point)`` that lie wholly inside the part: up to ``tries`` draws
+    (the last draw is shrunk towards its start until it fits)."""
+    pts = make(rng, part.point(rng))
+    for _ in range(tries - 1):
+        if part.inside(pts):
+            return pts
+        pts = make(rng, part.point(rng))
+    for f in (0.8, 0.6, 0.4, 0.2):
+        small = pts[0] + (pts - pts[0]) * f
+        if part.inside(small):
+            return small
+    return pts[0] + (pts - pts[0]) * 0.1
+
 
 def _metal(rng: np.random.Generator, part: _Part) -> np.ndarray:
     """Metal albedo with machining texture, ``[H,W] float32`` grey level 0..255."""
@@ -147,17 +170,20 @@ def _metal(rng: np.random.Generator, part: _Part) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- defects
 def _scratches(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None:
-    n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-    for _ in range(n):
-        p0 = part.point(rng)
+    """1-3 straight (at most slightly bent) thin lines, 18-55 px, mostly bright (polished groove)."""
+
+    def segment(rng: np.random.Generator, p0: np.ndarray) -> np.ndarray:
         ang = rng.uniform(0, np.pi)
-        length = rng.uniform(14, 50)
+        length = rng.uniform(18, 55)
         d = np.array([math.cos(ang), math.sin(ang)])
         normal = np.array([-d[1], d[0]])
-        bend = rng.uniform(-1.5, 1.5)
-        pts = np.array([p0 - d * length / 2, p0 + normal * bend, p0 + d * length / 2])
-        thick = 1 if rng.random() < 0.75 else 2
-        contrast = rng.uniform(22, 70) * (1.0 if rng.random() < 0.6 else -1.0)
+        return np.array([p0 - d * length / 2, p0 + normal * rng.uniform(-1.0, 1.0), p0 + d * length / 2])
+
+    n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+    for _ in range(n):
+        pts = _placed(rng, part, segment)
+        thick = 1 if rng.random() < 0.7 else 2
+        contrast = rng.uniform(25, 75) * (1.0 if rng.random() < 0.7 else -1.0)
         m = np.zeros_like(layer, dtype=np.uint8)
         cv2.polylines(m, [_fix(pts)], False, 255, thick, cv2.LINE_AA, _SHIFT)
         layer += m.astype(np.float32) * (contrast / 255.0)
@@ -186,19 +212,21 @@ def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, steps: in
     pts = [start]
     for _ in range(steps):
         heading += rng.normal(0, 0.12)
-        step_dir = heading + rng.normal(0, 0.65)
-        step = rng.uniform(2.5, 5.5)
+        step_dir = heading + rng.normal(0, 0.8)
+        step = rng.uniform(3.0, 6.0)
         pts.append(pts[-1] + step * np.array([math.cos(step_dir), math.sin(step_dir)]))
     return np.array(pts)
 
 
 def _cracks(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None:
+    """A dark zig-zag (8-15 steps of 3-6 px), tapered (one half wider), sometimes branched."""
     heading = rng.uniform(0, 2 * np.pi)
-    pts = _walk(rng, part.point(rng), heading, int(rng.integers(7, 15)))
-    contrast = rng.uniform(35, 90)
+    steps = int(rng.integers(8, 16))
+    pts = _placed(rng, part, lambda r, p0: _walk(r, p0, heading, steps))
+    contrast = rng.uniform(45, 100)
     m = np.zeros_like(layer, dtype=np.uint8)
     half = len(pts) // 2
-    wide = rng.random() < 0.4  # tapered: the older half of the crack has opened wider
+    wide = rng.random() < 0.5  # the older half of the crack has opened wider
     cv2.polylines(m, [_fix(pts[: half + 1])], False, 255, 2 if wide else 1, cv2.LINE_AA, _SHIFT)
     cv2.polylines(m, [_fix(pts[half:])], False, 255, 1, cv2.LINE_AA, _SHIFT)
     if rng.random() < 0.4:  # branch

@@ -22,19 +22,15 @@ import hmac
 import html
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import parse_qs, urlencode
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge.settings import ConfigError
 
 COOKIE = "edgeqc_review"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def is_loopback(host: str) -> bool:

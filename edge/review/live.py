@@ -86,6 +86,7 @@ class StationFeed:
             collections.OrderedDict()
         )
         self._framed: collections.deque[tuple[str, int, float]] = collections.deque(maxlen=1024)
+        self._sockets: list[zmq.Socket[Any]] = []
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> StationFeed:
@@ -93,6 +94,8 @@ class StationFeed:
         self._thread.start()
         self._ready.wait(5.0)
         if self._error is not None:
+            self._thread.join(2.0)
+            self._ctx.term()
             raise ValueError(str(self._error))
         return self
 
@@ -114,11 +117,13 @@ class StationFeed:
         mons: dict[zmq.Socket[Any], StationState] = {}
         for ep, st in self.states.items():
             s = self._ctx.socket(zmq.SUB)
+            self._sockets.append(s)
             for opt, val in self._opts.items():
                 s.setsockopt(opt, val)
             for t in TOPICS:
                 s.setsockopt(zmq.SUBSCRIBE, t)
             mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            self._sockets.append(mon)
             try:
                 s.connect(ep)
             except zmq.ZMQError as exc:
@@ -131,13 +136,13 @@ class StationFeed:
 
     def _run(self) -> None:
         try:
-            poller, subs, mons = self._open()
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
+            try:
+                poller, subs, mons = self._open()
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                self._error = exc
+                return
+            finally:
+                self._ready.set()
             while not self._stop.is_set():
                 for sock, _ in poller.poll(100):
                     if sock in mons:
@@ -152,7 +157,7 @@ class StationFeed:
                             self._handle(parts, st)
                 self._expire_pending()
         finally:
-            for s in list(subs) + list(mons):
+            for s in self._sockets:
                 s.close(0)
 
     def _monitor_event(self, mon: zmq.Socket[Any], st: StationState) -> None:

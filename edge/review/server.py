@@ -154,7 +154,7 @@ class ReviewServer:
         finally:
             self.close()
 
-    def start(self, timeout: float = 10.0) -> ReviewServer:
+    def start(self, timeout: float = 10.0) -> Self:
         """Run on a background thread; returns once the page answers."""
         self._start_workers()
         t = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, name="review-http", daemon=True)

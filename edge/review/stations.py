@@ -10,7 +10,12 @@ missed messages from a restarted station:
 * ``seq > last + 1``: ``seq - last - 1`` parts were missed (subscriber too slow, publisher's
   queue full, link down) — counted in ``seq_gaps``.
 * ``seq < last - 1``, or ``seq <= last`` on the first message after the link came back: the
-  station restarted (its counter began again) — counted in ``restarts``; no gap is counted.
+  station restarted — counted in ``restarts``. Its counter began again at 1
+  (edge/inspection.py), so ``seq - 1`` parts went out before this subscriber caught up and are
+  counted in ``seq_gaps``.
+
+The first message ever seen on an endpoint counts no gap: whatever the station published before
+the review server subscribed is history, not loss (import it with ``--archive``).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class StationState:
             return "gap"
         if resync or seq < last - 1:
             self.counters["restarts"] += 1
+            self.counters["seq_gaps"] += max(0, seq - 1)
             self._last_seq[station_id] = seq
             return "restart"
         return "companion"

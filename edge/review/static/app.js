@@ -61,6 +61,16 @@ function filters() {
     reviewed: $("#f-reviewed").value === "" ? null : $("#f-reviewed").value === "true",
   };
 }
+function renderFilterSummary() {
+  const f = filters();
+  const parts = [];
+  if (f.label) parts.push("class " + f.label);
+  if (f.since !== null) parts.push("from " + fmtTime(f.since));
+  if (f.until !== null) parts.push("to " + fmtTime(f.until));
+  if (f.reviewed !== null) parts.push(f.reviewed ? "reviewed" : "unreviewed");
+  $("#filter-summary").textContent = parts.length ? parts.join(", ") : "none — live list";
+  $("#filter-box").toggleAttribute("data-active", parts.length > 0);
+}
 function isLive() {
   const f = filters();
   return state.page === 1 && !f.label && f.since === null && f.until === null && f.reviewed === null;
@@ -94,6 +104,7 @@ async function loadList() {
   state.items = r.items;
   state.total = r.total;
   state.newCount = 0;
+  renderFilterSummary();
   if (!state.items.some((r) => r.id === state.selectedId)) {
     state.selectedId = state.items.length ? (firstUnreviewed() ?? state.items[0].id) : null;
   }
@@ -255,6 +266,7 @@ function select(id) {
   for (const li of document.querySelectorAll("#rejects .reject")) li.classList.toggle("selected", Number(li.dataset.id) === id);
   document.querySelector("#rejects .selected")?.scrollIntoView({ block: "nearest" });
   $("#msg").textContent = "";
+  $("#detail").scrollTop = 0;
   renderDetail();
 }
 

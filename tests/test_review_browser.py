@@ -1,0 +1,119 @@
+"""The review page in Debian's Chromium (headless, driven by Playwright): a reject published by a
+real ZeroMQ PUB appears live, the operator's verdicts (button and keyboard) land in the SQLite
+store and in the export, and survive a restart of the review server."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from review_util import FakeStation, jpeg, part_message, wait_for
+
+from edge.review.export import export_review
+from edge.review.server import ReviewServer
+from edge.review.store import ReviewStore
+from edge.settings import load_settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None:
+        pytest.skip(f"{CHROMIUM} missing (Debian package 'chromium'; CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="python package playwright not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def start_server(db: Path, endpoint: str) -> ReviewServer:
+    s = load_settings(review={"port": 0, "db_path": str(db), "stations": [endpoint]})
+    return ReviewServer(s.review, s.decision.pass_classes).start()
+
+
+def test_live_reject_verdict_store_export_restart(browser: Any, tmp_path: Path) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    station = FakeStation(ctx)
+    db = tmp_path / "review.sqlite"
+    srv = start_server(db, station.endpoint)
+    page = browser.new_page()
+    try:
+        st = srv.feed.states[station.endpoint]  # type: ignore[union-attr]
+        wait_for(lambda: st.counters["statuses"] > 0, what="ZeroMQ subscription", tick=station.status)
+        page.goto(srv.url)
+        page.wait_for_selector("#conn.on", timeout=15000)   # SSE connected
+        page.fill("#who", "anna")
+        page.dispatch_event("#who", "change")
+        station.status()
+        page.wait_for_selector(".station:has-text('station-1'):has-text('42.0 parts/min')", timeout=10000)
+
+        # 1) a reject is published and appears live
+        frame1 = jpeg(11)
+        t0 = time.monotonic()
+        station.reject(part_message(1, part_id="A1", label="crack", probability=0.93), frame1)
+        page.wait_for_selector("#rejects .reject", timeout=10000)
+        latency = time.monotonic() - t0
+        print(f"\nreject published -> shown in the page: {latency * 1000:.0f} ms")
+        assert page.inner_text("#d-label") == "crack"
+        assert page.inner_text("#d-part").startswith("A1")
+        page.wait_for_function("document.querySelector('#detail-img').naturalWidth === 128", timeout=10000)
+        assert page.inner_text("#rejects .reject .badge") == "open"
+
+        # 2) the operator taps "part is good" (a false reject)
+        page.click("#btn-good")
+        page.wait_for_selector("#verdict-state.good", timeout=10000)
+        assert "Part is good (false reject)" in page.inner_text("#verdict-state")
+        assert "by anna" in page.inner_text("#verdict-state")
+        page.wait_for_selector("#shift-frr:has-text('100.0 %')", timeout=10000)
+
+        # 3) a second reject, judged with the keyboard: D = confirm defect
+        station.reject(part_message(2, part_id="A2", label="blowhole", probability=0.81), jpeg(12))
+        page.wait_for_selector("#rejects .reject >> nth=1", timeout=10000)
+        page.wait_for_selector("#d-label:has-text('blowhole')", timeout=10000)  # auto-selected
+        page.keyboard.press("d")
+        page.wait_for_selector("#verdict-state.defect", timeout=10000)
+
+        # the verdicts are in the SQLite file
+        con = sqlite3.connect(db)
+        got = con.execute("SELECT part_id, review, true_class, reviewed_by FROM rejects ORDER BY seq").fetchall()
+        con.close()
+        assert got == [("A1", "good", None, "anna"), ("A2", "defect", None, "anna")]
+
+        # ... and in the export (false reject under the pass class)
+        with ReviewStore(db) as store:
+            summary = export_review(store, tmp_path / "export", pass_class="free")
+        assert summary.images == {"free": 1, "blowhole": 1}
+        (good_file,) = (tmp_path / "export" / "free").iterdir()
+        assert good_file.read_bytes() == frame1
+        with (tmp_path / "export" / "verdicts.csv").open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [(r["part_id"], r["class"], r["verdict"], r["reviewed_by"]) for r in rows] == [
+            ("A1", "free", "good", "anna"), ("A2", "blowhole", "defect", "anna")]
+
+        # 4) restart the review server on the same database: the verdicts are still shown
+        srv.stop()
+        srv = start_server(db, station.endpoint)
+        page.goto(srv.url)
+        page.wait_for_selector("#rejects .reject >> nth=1", timeout=15000)
+        assert page.locator("#rejects .reject .badge").all_inner_texts() == ["defect", "good"]
+        page.click("#rejects .reject:has-text('part A1')")
+        page.wait_for_selector("#verdict-state.good", timeout=10000)
+        assert "by anna" in page.inner_text("#verdict-state")
+    finally:
+        page.close()
+        srv.stop()
+        station.close()
+        ctx.term()
