@@ -85,7 +85,8 @@ class Station:
             if settings.metrics.enabled:
                 from edge.metrics import MetricsSink
 
-                self.metrics = MetricsSink(settings.metrics)
+                self.metrics = MetricsSink(settings.metrics, station_id=settings.station_id)
+                self._closers.append(self.metrics.close)
                 sinks.append(self.metrics)
             if settings.archive.enabled:
                 from edge.archive import RejectArchive
@@ -104,6 +105,8 @@ class Station:
             self.inspector = Inspector(settings, self.backend, self.source, send_telegram=send, sinks=sinks)
             if self.metrics is not None:
                 self.metrics.bind(self.inspector)
+                if self.link is not None:
+                    self.metrics.watch_plc(self.link)
         except BaseException:
             self.close()
             raise
@@ -120,11 +123,49 @@ class Station:
         return hasattr(self, "inspector") and self.inspector.healthy()
 
     def start(self) -> Station:
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.start_http(self.settings.metrics.host, self.settings.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", self.settings.metrics.host, self.metrics_port)
         self.source.start()
         self.inspector.start()
         if self.link is not None:
             self.link.start()
         return self
+
+    def reload(self, config: str | None) -> str | None:
+        """SIGHUP: load the config and model beside the running ones and swap between parts.
+
+        Returns None on success, else why the running model was kept (logged, published in the
+        ``status`` topic, counted in metrics). Sections other than ``model`` and ``decision``
+        need a restart; a change there is logged and ignored.
+        """
+        from edge.settings import load_settings
+
+        try:
+            new = load_settings(config)
+            changed = [k for k in type(new).model_fields if k not in ("model", "decision")
+                       and getattr(new, k) != getattr(self.settings, k)]
+            if changed:
+                log.warning("reload: %s changed; those take effect only after a restart", ", ".join(changed))
+            backend = open_backend_for(new)
+            try:
+                self.inspector.request_reload(backend, new.decision)
+            except Exception:
+                backend.close()
+                raise
+        except Exception as exc:
+            why = f"reload failed, keeping {self.inspector.model_info.name}: {exc}"
+            log.error(why)
+            self.inspector.last_reload_error = why
+            self.inspector.stats["reload_failures"] += 1
+            if self.metrics is not None:
+                self.metrics.observe_reload(False)
+            return why
+        self.inspector.last_reload_error = None
+        if self.metrics is not None:
+            self.metrics.observe_reload(True)
+        log.info("reload: new model %s loaded, swapping at the next part", backend.model_path)
+        return None
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
         """Stop taking triggers, answer all triggered parts, flush outputs; returns the summary dict."""
@@ -149,7 +190,8 @@ class Station:
 
 def run_until_signal(station: Station, stop_when: threading.Event | None = None,
                      on_reload: Callable[[], None] | None = None,
-                     on_started: Callable[[], None] | None = None) -> dict[str, Any]:
+                     on_started: Callable[[], None] | None = None,
+                     on_stopping: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run until SIGINT/SIGTERM (or ``stop_when`` is set), then drain and return the summary."""
     stop = threading.Event()
 
@@ -158,8 +200,9 @@ def run_until_signal(station: Station, stop_when: threading.Event | None = None,
         stop.set()
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    if on_reload is not None:
-        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=on_reload).start())
+    if on_reload is not None:  # load off the signal handler and off the inspection thread
+        old[signal.SIGHUP] = signal.signal(
+            signal.SIGHUP, lambda *_: threading.Thread(target=on_reload, name="edgeqc-reload", daemon=True).start())
     try:
         station.start()
         if on_started is not None:
@@ -169,6 +212,8 @@ def run_until_signal(station: Station, stop_when: threading.Event | None = None,
                 break
             stop.wait(0.1)
     finally:
+        if on_stopping is not None:
+            on_stopping()
         summary = station.stop()
         for s, h in old.items():
             signal.signal(s, h)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -27,13 +28,26 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
+_SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
 class _JournalFormatter(logging.Formatter):
-    """``LEVEL component [part=ID] message``: journald keeps the line; level and component are greppable."""
+    """``LEVEL component [part=ID] message``: journald keeps the line; level and component are greppable.
+
+    Under systemd (``JOURNAL_STREAM`` set) each line starts with ``<N>``, the syslog priority that
+    journald parses from stdout/stderr (sd-daemon(3)), so ``journalctl -p warning`` filters by level.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journal = bool(os.environ.get("JOURNAL_STREAM"))
 
     def format(self, record: logging.LogRecord) -> str:
         part = getattr(record, "part_id", None)
         comp = record.name.removeprefix("edgeqc.")
         head = f"{record.levelname} {comp}" + (f" part={part}" if part else "")
+        if self.journal:
+            head = f"<{_SYSLOG_PRIORITY.get(record.levelname, 6)}>{head}"
         msg = f"{head}: {record.getMessage()}"
         if record.exc_info:
             msg += "\n" + self.formatException(record.exc_info)
@@ -72,10 +86,17 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.demo.run import run_station
+    from edge.service import preflight
 
     s = _load(args)
     setup_logging(s.log_level)
-    return run_station(s, json_out=args.json, parts=None, until_signal=True)
+    problems = preflight(s, unit_path=None)
+    errors = [p for p in problems if p.severity == "error"]
+    for p in problems:
+        print(f"edgeqc preflight: {p}", file=sys.stderr)
+    if errors and not args.skip_preflight:
+        return EXIT_RUNTIME
+    return run_station(s, json_out=args.json, parts=None, until_signal=True, config=args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -93,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the inspection loop until SIGINT/SIGTERM")
     r.add_argument("--config", help="TOML settings file (EDGEQC_* env vars override it)")
     r.add_argument("--json", help="write the run summary as JSON to this file")
+    r.add_argument("--skip-preflight", action="store_true", help="start even if the preflight check finds errors")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="the whole chain with no hardware: synthetic parts, demo model, PLC simulator")

@@ -24,7 +24,7 @@ from edge.parts import Part, PartTracker
 from edge.plc.telegram import encode_result
 from edge.preprocess import Preprocessor
 from edge.result import InspectionResult, ModelInfo, failsafe_verdict
-from edge.settings import Settings
+from edge.settings import DecisionSettings, Settings
 from edge.summary import RunSummary
 
 log = logging.getLogger("edgeqc.inspection")
@@ -65,6 +65,7 @@ class Inspector:
         self.status_sinks = list(status_sinks or [])
         check_decision_settings(settings.decision, backend.spec.labels)
         self._pre = Preprocessor(backend.spec, backend.max_batch)
+        self._model_info = self._info_of(backend)
         self.summary = RunSummary(settings.decision.pass_classes)
         self.tracker = PartTracker(self._expire)
         self._triggers: queue.Queue[Part] = queue.Queue()
@@ -89,8 +90,11 @@ class Inspector:
 
     @property
     def model_info(self) -> ModelInfo:
-        b = self._backend
-        return ModelInfo(Path(getattr(b, "path", "model")).name, b.model_hash, b.precision, b.name)
+        return self._model_info
+
+    @staticmethod
+    def _info_of(b: Any) -> ModelInfo:
+        return ModelInfo(Path(b.model_path).name, b.model_hash, b.precision, b.name)
 
     def start(self) -> Inspector:
         target = self._run_trigger if self.plc.mode == "trigger" else self._run_free
@@ -116,10 +120,15 @@ class Inspector:
         """Heartbeat state: False (HBT FAULT) while the camera or the model is down."""
         return self.model_ok and getattr(self.source, "state", "ok") in ("ok", "exhausted")
 
-    def request_reload(self, new_backend: Any) -> None:
-        """Swap to ``new_backend`` between batches (SIGHUP). Its labels must fit the decision settings."""
-        check_decision_settings(self.settings.decision, new_backend.spec.labels)
-        self._next_backend = new_backend
+    def request_reload(self, new_backend: Any, decision: DecisionSettings | None = None) -> None:
+        """Swap to ``new_backend`` (and ``decision`` settings) between batches (SIGHUP).
+
+        Raises:
+            DecisionError: the new model's labels do not fit the (new) decision settings; the
+                running model stays.
+        """
+        check_decision_settings(decision or self.settings.decision, new_backend.spec.labels)
+        self._next_backend = (new_backend, decision)
 
     def status(self) -> dict[str, Any]:
         s = self.summary
@@ -193,10 +202,14 @@ class Inspector:
             self.stats["outputs_dropped"] += 1
 
     def _maybe_swap(self) -> None:
-        nb = self._next_backend
-        if nb is not None:
+        pending = self._next_backend
+        if pending is not None:
+            nb, decision = pending
+            if decision is not None:
+                self.settings = self.settings.model_copy(update={"decision": decision})
             old, self._backend, self._next_backend = self._backend, nb, None
             self._pre = Preprocessor(nb.spec, nb.max_batch)
+            self._model_info = self._info_of(nb)
             self.stats["reloads"] += 1
             log.info("model swapped to %s (%s, %s)", self.model_info.name, nb.precision, nb.name)
             try:
@@ -254,6 +267,7 @@ class Inspector:
         while not self._stop.is_set():
             if self.on_loop:
                 self.on_loop()
+            self._maybe_swap()
             if src.is_replay:
                 frame = src.next_frame(timeout=0.5)
                 if frame is None and getattr(src, "exhausted", False):

@@ -39,8 +39,8 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def start_server(db: Path, endpoint: str) -> ReviewServer:
-    s = load_settings(review={"port": 0, "db_path": str(db), "stations": [endpoint]})
+def start_server(db: Path, endpoint: str, port: int = 0) -> ReviewServer:
+    s = load_settings(review={"port": port, "db_path": str(db), "stations": [endpoint]})
     return ReviewServer(s.review, s.decision.pass_classes).start()
 
 
@@ -50,6 +50,9 @@ def test_live_reject_verdict_store_export_restart(browser: Any, tmp_path: Path) 
     db = tmp_path / "review.sqlite"
     srv = start_server(db, station.endpoint)
     page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     try:
         st = srv.feed.states[station.endpoint]  # type: ignore[union-attr]
         wait_for(lambda: st.counters["statuses"] > 0, what="ZeroMQ subscription", tick=station.status)
@@ -103,15 +106,27 @@ def test_live_reject_verdict_store_export_restart(browser: Any, tmp_path: Path) 
         assert [(r["part_id"], r["class"], r["verdict"], r["reviewed_by"]) for r in rows] == [
             ("A1", "free", "good", "anna"), ("A2", "blowhole", "defect", "anna")]
 
-        # 4) restart the review server on the same database: the verdicts are still shown
+        assert errors == []
+
+        # 4) restart the review server on the same database and port, page left open: it
+        #    reconnects by itself, and a fresh load still shows the verdicts
+        port = srv.port
         srv.stop()
-        srv = start_server(db, station.endpoint)
-        page.goto(srv.url)
-        page.wait_for_selector("#rejects .reject >> nth=1", timeout=15000)
-        assert page.locator("#rejects .reject .badge").all_inner_texts() == ["defect", "good"]
+        page.wait_for_selector("#conn.off", timeout=10000)
+        errors.clear()  # the browser logs the refused reconnection attempts
+        srv = start_server(db, station.endpoint, port=port)
+        st = srv.feed.states[station.endpoint]  # type: ignore[union-attr]
+        wait_for(lambda: st.counters["statuses"] > 0, what="ZeroMQ subscription", tick=station.status)
+        page.wait_for_selector("#conn.on", timeout=15000)
+        station.reject(part_message(3, part_id="A3", label="crack", probability=0.88), jpeg(13))
+        page.wait_for_selector("#rejects .reject:has-text('part A3')", timeout=10000)
+        page.reload()
+        page.wait_for_selector("#rejects .reject >> nth=2", timeout=15000)
+        assert page.locator("#rejects .reject .badge").all_inner_texts() == ["open", "defect", "good"]
         page.click("#rejects .reject:has-text('part A1')")
         page.wait_for_selector("#verdict-state.good", timeout=10000)
         assert "by anna" in page.inner_text("#verdict-state")
+        assert errors == []
     finally:
         page.close()
         srv.stop()

@@ -57,7 +57,8 @@ def test_non_loopback_needs_token(tmp_path: Path) -> None:
         make_server(tmp_path, host="0.0.0.0", token="abc")
 
 
-def test_token_checked_on_every_request(tmp_path: Path) -> None:
+def test_token_checked_on_every_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.review.auth.FAIL_DELAY_S", 0.01)
     srv = make_server(tmp_path, token=TOKEN).start()
     try:
         status, _, body = request(srv, "GET", "/api/rejects")
@@ -146,6 +147,10 @@ def test_live_reject_over_sse_and_verdict_api(tmp_path: Path, ctx: zmq.Context[A
         status, _, body = request(srv, "POST", f"/api/rejects/{row['id']}/verdict", body={"verdict": "good", "who": "anna"})
         assert status == 200 and json.loads(body)["review"] == "good"
         assert request(srv, "POST", "/api/rejects/4711/verdict", body={"verdict": "good"})[0] == 404
+        # a cross-site form post (no JSON content type) is not taken as a verdict
+        status, _, _ = request(srv, "POST", f"/api/rejects/{row['id']}/verdict", body=b'{"verdict": "defect"}',
+                               headers={"Content-Type": "text/plain"})
+        assert status == 422
         wait_for(lambda: any(e == "verdict" for e, _ in events), what="verdict event")
         status, _, body = request(srv, "GET", "/api/stats")
         stats = json.loads(body)

@@ -75,11 +75,33 @@ class _ZmqCounter:
         return {"results": self.results, "rejects": self.rejects, "reject_jpeg_bytes": self.jpeg_bytes, "seq_gaps": gaps}
 
 
+def _wait_ready(station: Any, timeout: float) -> bool:
+    """True once the camera delivers and the PLC port is open (what READY=1 promises)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        cam = getattr(station.source, "state", "ok") in ("ok", "exhausted")
+        plc = station.link is None or station.link.state == "ok"
+        if cam and plc:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def run_station(settings: Settings, json_out: str | None = None, parts: int | None = None,
-                rate_hz: float = 10.0, until_signal: bool = True) -> int:
-    """Run one station; returns the process exit code (0 = every part answered correctly)."""
+                rate_hz: float = 10.0, until_signal: bool = True, config: str | None = None) -> int:
+    """Run one station; returns the process exit code (0 = every part answered correctly).
+
+    Under systemd (``NOTIFY_SOCKET`` set) it sends READY=1 once the model is loaded, the camera
+    delivers and the PLC port is open; WATCHDOG=1 from the inspection loop; STATUS= every status
+    period; RELOADING=1/READY=1 around a SIGHUP reload of ``config``; STOPPING=1 on shutdown.
+    """
     from edge.app import Station, run_until_signal
+    from edge.service import Notifier, status_line
     from edge.summary import format_summary
+
+    notifier = Notifier()
 
     pty = sim = sub = None
     plc_port = None
@@ -116,7 +138,28 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"  # type: ignore[union-attr]
               f" at {rate_hz:g}/s", file=sys.stderr)
 
+    station.inspector.on_loop = notifier.watchdog
+    station.inspector.status_sinks.append(lambda st: notifier.status(status_line(st)))
+
+    report = None
+
+    def _stopping() -> None:
+        nonlocal report
+        notifier.stopping("draining triggered parts")
+        if sim is not None and until_signal:  # the simulated PLC stops triggering before the edge drains
+            report = sim.close()
+
+    def _reload() -> None:
+        notifier.reloading("reloading model and config")
+        why = station.reload(config)
+        notifier.ready(status_line(station.inspector.status()) + (f"; {why}" if why else ""))
+
     def _drive() -> None:  # after the station started: no TRG may reach a port nobody has opened
+        if _wait_ready(station, settings.camera.open_timeout_ms / 1000 + 5):
+            notifier.ready(status_line(station.inspector.status()))
+        else:
+            log.warning("camera or PLC port not ready after start; READY=1 sent anyway, heartbeat says FAULT")
+            notifier.ready("started degraded: camera or PLC port not ready")
         if sim is not None:
             sim.start()
             sim.wait_done(n / rate_hz + p.deadline_ms / 1000 + 30)
@@ -126,10 +169,13 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
 
     try:
         summary = run_until_signal(station, stop_when=None if until_signal else done,
+                                   on_reload=_reload if until_signal else None,
+                                   on_stopping=lambda: _stopping(),
                                    on_started=lambda: threading.Thread(target=_drive, name="edgeqc-plc-sim",
                                                                        daemon=True).start())
     finally:
-        report = sim.close() if sim is not None else None
+        if sim is not None and report is None:
+            report = sim.close()
         zmq_seen = sub.close() if sub is not None else None
         if pty is not None:
             pty.close()

@@ -477,23 +477,28 @@ def demo_folder(cache_dir: str | os.PathLike[str] | None = None, n: int = 60, se
         root = Path(tempfile.gettempdir()) / f"edgeqc-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
         root.mkdir(parents=True, exist_ok=True)
     final = root / f"demo-{digest}"
-    if (final / "manifest.json").is_file() and len(replay_order(final)) == n:
+    if _complete(final, n):
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".demo-{digest}-", dir=root))
     try:
         render_dataset(tmp, counts, seed=int(seed), split="demo")
         (tmp / "manifest.json").write_text(json.dumps(params, indent=1) + "\n", encoding="utf-8")
-        if final.exists():  # stale or incomplete from an interrupted run
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process won the race: use its folder
-            if not (final / "manifest.json").is_file():
-                raise
+        if not _complete(final, n):  # another process may have finished meanwhile
+            if final.exists():  # stale or incomplete leftover of an interrupted run
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process won the race: use its folder
+                if not _complete(final, n):
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _complete(folder: Path, n: int) -> bool:
+    return (folder / "manifest.json").is_file() and len(replay_order(folder)) == n
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edge.settings import ConfigError
 
 COOKIE = "edgeqc_review"
+FAIL_DELAY_S = 1.0  # answer to a wrong token, s
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -134,7 +135,8 @@ class AccessGuard:
             await _respond(send, 303, b"", "text/plain", [(b"location", b"/login"),
                            (b"set-cookie", f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict".encode())])
             return
-        if self._authorized(headers):
+        ok, presented = self._check(headers)
+        if ok:
             await self.app(scope, receive, send)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -144,23 +146,29 @@ class AccessGuard:
             target = path + ("?" + rest if rest else "")
             await _respond(send, 303, b"", "text/plain", [(b"location", target.encode()), self._cookie()])
             return
+        if presented or given:
+            await asyncio.sleep(FAIL_DELAY_S)  # a wrong token costs time: slows down guessing
         if path.startswith("/api/"):
             await _respond(send, 401, json.dumps({"detail": "login required (token)"}).encode(), "application/json")
         else:
             await _respond(send, 303, b"", "text/plain",
                            [(b"location", ("/login?" + urlencode({"next": path})).encode())])
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
+    def _check(self, headers: dict[str, str]) -> tuple[bool, bool]:
+        """(authorized, a token was presented in a header). A stale cookie counts as none."""
         assert self.token is not None
         cookie = _cookies(headers.get("cookie", "")).get(COOKIE, "")
         if cookie and hmac.compare_digest(cookie.encode(), self._digest.encode()):
-            return True
+            return True, True
         auth = headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        presented = False
         for cand in (bearer, headers.get("x-edgeqc-token", "")):
-            if cand and hmac.compare_digest(cand.encode(), self.token.encode()):
-                return True
-        return False
+            if cand:
+                presented = True
+                if hmac.compare_digest(cand.encode(), self.token.encode()):
+                    return True, True
+        return False, presented
 
     def _cookie(self) -> tuple[bytes, bytes]:
         return (b"set-cookie", f"{COOKIE}={self._digest}; Path=/; HttpOnly; SameSite=Strict".encode())
@@ -180,7 +188,7 @@ class AccessGuard:
             if given and hmac.compare_digest(given.encode(), self.token.encode()):
                 await _respond(send, 303, b"", "text/plain", [(b"location", nxt.encode()), self._cookie()])
                 return
-            await asyncio.sleep(1.0)  # slow down guessing
+            await asyncio.sleep(FAIL_DELAY_S)  # slow down guessing
             page = LOGIN_PAGE.format(next=html.escape(nxt), error="Wrong token.")
             await _respond(send, 401, page.encode(), "text/html; charset=utf-8")
             return

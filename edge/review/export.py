@@ -72,8 +72,8 @@ def _file_name(r: dict[str, Any]) -> str:
 def export_class(r: dict[str, Any], pass_class: str) -> str:
     """The folder a reviewed reject goes to (see the module docstring)."""
     if r["review"] == "good":
-        return r["true_class"] or pass_class
-    return r["true_class"] or r["label"]
+        return str(r["true_class"] or pass_class)
+    return str(r["true_class"] or r["label"])
 
 
 def export_review(store: ReviewStore, out_dir: str | Path, pass_class: str) -> ExportSummary:
