@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from calibration.cli import _errors, add_calib_args, calib_settings
 from calibration.cli_args import add_spec_args, model_settings
@@ -16,16 +16,17 @@ from calibration.cli_args import add_spec_args, model_settings
 def cmd_build(args: argparse.Namespace) -> int:
     from calibration.accuracy_aware import SearchOptions
     from calibration.gate import GateThresholds
-    from trt_build.builder import BuildOptions, EngineBuildError, OnnxParseError
+    from trt_build.builder import BuildOptions, EngineBuildError, OnnxParseError, Precision
     from trt_build.pipeline import EXIT_ERROR, BuildRequest, run_build
     from trt_build.profile import ProfileError
 
     if (args.model is None) == (args.from_int8 is None):
         print("edgeqc build: give either MODEL.onnx (FP32) or --from-int8 MODEL.int8.onnx", file=sys.stderr)
         return 2
+    errors: tuple[type[BaseException], ...] = (*_errors(), EngineBuildError, OnnxParseError, ProfileError)
     try:
         ms, passes = model_settings(args)
-        precision = "int8" if args.from_int8 else args.precision
+        precision = cast(Precision, "int8" if args.from_int8 else args.precision)
         opts = BuildOptions(precision=precision, workspace_mib=args.workspace_mib, opt_batch=args.opt_batch,
                             max_batch=args.max_batch, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
                             dla_core=args.dla_core, builder_optimization_level=args.opt_level, verbose=args.verbose)
@@ -42,7 +43,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                  proxy_images=args.proxy_images),
             threads=args.threads, progress=not args.no_progress, engine=not args.no_engine, json_out=args.json)
         return run_build(req)
-    except (*_errors(), EngineBuildError, OnnxParseError, ProfileError) as exc:
+    except errors as exc:
         print(f"edgeqc build: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -50,9 +51,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from trt_build.info import describe, format_info
 
+    errors: tuple[type[BaseException], ...] = (*_errors(), OSError)
     try:
         d = describe(args.file)
-    except (*_errors(), OSError) as exc:
+    except errors as exc:
         print(f"edgeqc info: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(d, indent=2, default=str) if args.json else format_info(d))

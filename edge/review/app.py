@@ -35,6 +35,9 @@ from edge.review.shifts import shift_start
 from edge.review.store import RejectFilter, ReviewStore, StoreError
 
 STATIC = Path(__file__).resolve().parent / "static"
+# The page loads nothing from elsewhere and cannot be framed by another site.
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 MEDIA = {"jpg": "image/jpeg", "png": "image/png"}
 
 
@@ -63,7 +66,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache", "content-security-policy": CSP})
 
     @app.get("/api/config")
     def config() -> dict[str, Any]:

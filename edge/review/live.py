@@ -144,21 +144,35 @@ class StationFeed:
             finally:
                 self._ready.set()
             while not self._stop.is_set():
-                for sock, _ in poller.poll(100):
-                    if sock in mons:
-                        self._monitor_event(sock, mons[sock])
-                    else:
-                        st = subs[sock]
-                        for _ in range(1000):  # drain, but let the others have a turn
-                            try:
-                                parts = sock.recv_multipart(zmq.NOBLOCK)
-                            except zmq.Again:
-                                break
-                            self._handle(parts, st)
-                self._expire_pending()
+                try:
+                    self._poll_once(poller, subs, mons)
+                except zmq.ContextTerminated:
+                    return
+                except Exception:  # the feed thread must not die
+                    log.exception("review feed: unexpected error; continuing")
+                    self._stop.wait(0.5)
         finally:
             for s in self._sockets:
                 s.close(0)
+
+    def _poll_once(
+        self,
+        poller: zmq.Poller,
+        subs: dict[zmq.Socket[Any], StationState],
+        mons: dict[zmq.Socket[Any], StationState],
+    ) -> None:
+        for sock, _ in poller.poll(100):
+            if sock in mons:
+                self._monitor_event(sock, mons[sock])
+            else:
+                st = subs[sock]
+                for _ in range(1000):  # drain, but let the other stations have a turn
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(parts, st)
+        self._expire_pending()
 
     def _monitor_event(self, mon: zmq.Socket[Any], st: StationState) -> None:
         try:

@@ -26,7 +26,7 @@ from edge.review.events import EventHub
 from edge.review.live import StationFeed
 from edge.review.messages import PartMessage
 from edge.review.stations import StationState
-from edge.review.store import ReviewStore
+from edge.review.store import ReviewStore, StoreError
 from edge.settings import ConfigError, ReviewSettings
 
 if TYPE_CHECKING:
@@ -98,8 +98,6 @@ class ReviewServer:
         check_bind(review.host, review.token)
         if archive and not Path(archive).is_dir():
             raise ConfigError(f"--archive {str(archive)!r}: not a folder")
-        from edge.review.store import StoreError
-
         self._sock = bind_socket(review.host, review.port)
         self.port = int(self._sock.getsockname()[1])
         try:
@@ -146,17 +144,21 @@ class ReviewServer:
 
     def serve(self) -> None:
         """Run in the foreground until SIGINT/SIGTERM, then release everything."""
-        self._start_workers()
-        log.info("review page on %s (stations: %s, store: %s)", self.url, ", ".join(self.settings.stations) or "none",
-                 self.settings.db_path)
         try:
+            self._start_workers()
+            log.info("review page on %s (stations: %s, store: %s)", self.url,
+                     ", ".join(self.settings.stations) or "none", self.settings.db_path)
             self._server.run(sockets=[self._sock])
         finally:
             self.close()
 
     def start(self, timeout: float = 10.0) -> Self:
         """Run on a background thread; returns once the page answers."""
-        self._start_workers()
+        try:
+            self._start_workers()
+        except BaseException:
+            self.close()
+            raise
         t = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, name="review-http", daemon=True)
         t.start()
         self._threads.append(t)

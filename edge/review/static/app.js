@@ -93,19 +93,35 @@ async function loadConfig() {
   sel.value = cur;
 }
 
+// Live events that arrive while a list request is in flight are replayed onto its answer, so a
+// reject (or verdict) pushed during a reload never disappears from the list.
+let listGen = 0;
+let heldEvents = null;
+
 async function loadList() {
+  const gen = ++listGen;
+  if (heldEvents === null) heldEvents = [];
   const f = filters();
   const q = new URLSearchParams({ page: state.page, page_size: state.pageSize });
   if (f.label) q.set("label", f.label);
   if (f.since !== null) q.set("since", f.since);
   if (f.until !== null) q.set("until", f.until);
   if (f.reviewed !== null) q.set("reviewed", f.reviewed);
-  const r = await api("/api/rejects?" + q);
+  let r;
+  try {
+    r = await api("/api/rejects?" + q);
+  } finally {
+    if (gen === listGen && r === undefined) heldEvents = null;
+  }
+  if (gen !== listGen) return;  // a newer request (filter change, reconnect) is under way
+  const held = heldEvents || [];
+  heldEvents = null;
   state.items = r.items;
   state.total = r.total;
   state.newCount = 0;
   renderFilterSummary();
-  if (!state.items.some((r) => r.id === state.selectedId)) {
+  for (const [kind, row] of held) (kind === "reject" ? onReject : onVerdict)(row, true);
+  if (!state.items.some((x) => x.id === state.selectedId)) {
     state.selectedId = state.items.length ? (firstUnreviewed() ?? state.items[0].id) : null;
   }
   renderList();
@@ -284,8 +300,39 @@ function move(step) {
 
 function upsert(row) {
   const i = state.items.findIndex((r) => r.id === row.id);
-  if (i >= 0) state.items[i] = row;
+  if (i >= 0 && (row.reviewed_ts ?? 0) >= (state.items[i].reviewed_ts ?? 0)) state.items[i] = row;
   return i >= 0;
+}
+
+function onReject(row, replay = false) {
+  if (heldEvents !== null && !replay) heldEvents.push(["reject", row]);
+  if (upsert(row)) {
+    if (!replay) { renderList(); if (row.id === state.selectedId) renderDetail(); }
+    return;
+  }
+  if (!replay && (!state.config.labels.length
+      || Object.keys(row.probabilities).some((l) => !state.config.labels.includes(l)))) {
+    loadConfig().catch(() => {});
+  }
+  if (state.page === 1 && matches(row)) {
+    state.items.unshift(row);
+    state.items.sort((a, b) => b.ts - a.ts || b.id - a.id);
+    state.total += 1;
+    if (state.items.length > state.pageSize) state.items.pop();
+    const cur = selected();
+    if (state.selectedId === null || (cur && cur.review && isLive())) state.selectedId = row.id;
+    if (!replay) { renderList(row.id); renderDetail(); }
+  } else {
+    state.newCount += 1;
+    if (!replay) renderList();
+  }
+  if (!replay) refreshStats();
+}
+
+function onVerdict(row, replay = false) {
+  if (heldEvents !== null && !replay) heldEvents.push(["verdict", row]);
+  if (upsert(row) && !replay) { renderList(); if (row.id === state.selectedId) renderDetail(); }
+  if (!replay) refreshStats();
 }
 
 async function submit(verdict, trueClass) {
@@ -306,8 +353,13 @@ async function submit(verdict, trueClass) {
     if (next !== null) select(next); else renderDetail();
     refreshStats();
   } catch (e) {
-    msg.textContent = e.message;
-    if (/choose the defect class/.test(e.message)) $("#classes").classList.add("attention");
+    if (/choose the defect class/.test(e.message)) {
+      msg.textContent = "Which defect? Tap the defect class below (the model named no defect class for this part).";
+      $("#classes").classList.add("attention");
+    } else {
+      msg.textContent = "Not saved: " + e.message;
+    }
+    msg.scrollIntoView({ block: "nearest" });
   }
 }
 
@@ -324,31 +376,8 @@ function connect() {
     setConn(true);
     reloadAll().catch(() => {});  // also catches up on whatever came while (re)connecting
   });
-  es.addEventListener("reject", (ev) => {
-    const row = JSON.parse(ev.data);
-    if (upsert(row)) { renderList(); if (row.id === state.selectedId) renderDetail(); return; }
-    if (!state.config.labels.length || Object.keys(row.probabilities).some((l) => !state.config.labels.includes(l))) {
-      loadConfig().catch(() => {});
-    }
-    if (state.page === 1 && matches(row)) {
-      state.items.unshift(row);
-      state.total += 1;
-      if (state.items.length > state.pageSize) state.items.pop();
-      const cur = selected();
-      if (state.selectedId === null || (cur && cur.review && isLive())) state.selectedId = row.id;
-      renderList(row.id);
-      renderDetail();
-    } else {
-      state.newCount += 1;
-      renderList();
-    }
-    refreshStats();
-  });
-  es.addEventListener("verdict", (ev) => {
-    const row = JSON.parse(ev.data);
-    if (upsert(row)) { renderList(); if (row.id === state.selectedId) renderDetail(); }
-    refreshStats();
-  });
+  es.addEventListener("reject", (ev) => onReject(JSON.parse(ev.data)));
+  es.addEventListener("verdict", (ev) => onVerdict(JSON.parse(ev.data)));
   es.addEventListener("station", (ev) => {
     const s = JSON.parse(ev.data);
     const prev = state.stations.get(s.endpoint);
