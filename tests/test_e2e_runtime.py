@@ -152,3 +152,19 @@ def test_exhausted_replay_answers_no_frame(tmp_path: Path, effnet_path: Path, va
         station.stop()
     assert report.answered == 14 and report.ok
     assert report.failsafe == {"NO_FRAME": 3}
+
+
+def test_free_run_sends_res_with_sequence_numbers(tmp_path: Path, effnet_path: Path, val_dir: Path) -> None:
+    # free_run: no TRG; every 2nd frame of the 11 crack images is inspected -> 6 RES,<seq>,... telegrams.
+    s = _settings(tmp_path, effnet_path, val_dir / "crack", mode="free_run", free_run_every=2)
+    with PtyPair(backend="socat") as pty:
+        sim = PlcSimulator(pty.b, rate_hz=1, count=0, duration_s=3.0)
+        sim.start()
+        station = Station(s, plc_port=pty.a).start()
+        assert station.inspector.finished.wait(30)
+        summary = station.stop()
+        sim.wait_done(10)
+        report = sim.close()
+    assert summary["parts"] == 6
+    assert report.free_run_results == 6 and report.bad_checksum == 0
+    assert summary["rejects_by_reason"] == {"crack": 6}

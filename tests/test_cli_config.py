@@ -1,0 +1,62 @@
+"""`edgeqc config check|show` and the settings tree's error messages (real CLI in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.settings import ConfigError, load_settings
+
+
+def _edgeqc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, env=e, timeout=60)
+
+
+def test_check_names_field_value_and_expectation(tmp_path: Path) -> None:
+    f = tmp_path / "line3.toml"
+    f.write_text('[plc]\nbaudrate = -5\nparity = "X"\n[camera]\nsorce = "0"\n[decision]\nmin_pass_probability = 1.5\n')
+    r = _edgeqc("config", "check", str(f))
+    assert r.returncode == 2
+    assert "plc.baudrate = -5: Input should be greater than 0" in r.stderr
+    assert "plc.parity = \"X\": Input should be 'N', 'E', 'O', 'M' or 'S'" in r.stderr
+    assert "camera.sorce" in r.stderr and "Extra inputs are not permitted" in r.stderr
+    assert "decision.min_pass_probability = 1.5: Input should be less than or equal to 1" in r.stderr
+
+
+def test_check_ok_and_not_toml(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('station_id = "line3"\n[plc]\nport = "/dev/ttyUSB0"\n')
+    assert _edgeqc("config", "check", str(good)).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[plc\nport=")
+    r = _edgeqc("config", "check", str(bad))
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+    r = _edgeqc("config", "check", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_env_overrides_file_and_show_prints_effective(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[plc]\ndeadline_ms = 300\nbaudrate = 9600\n")
+    r = _edgeqc("config", "show", "--config", str(f), env={"EDGEQC_PLC__BAUDRATE": "57600"})
+    assert r.returncode == 0, r.stderr
+    assert "baudrate = 57600" in r.stdout and "deadline_ms = 300.0" in r.stdout
+
+
+def test_bad_env_value_names_the_field() -> None:
+    os.environ["EDGEQC_PLC__DEADLINE_MS"] = "soon"
+    try:
+        with pytest.raises(ConfigError, match=r"plc.deadline_ms = \"soon\""):
+            load_settings()
+    finally:
+        del os.environ["EDGEQC_PLC__DEADLINE_MS"]
+
+
+def test_pass_and_fail_codes_must_differ() -> None:
+    with pytest.raises(ConfigError, match="pass_code and fail_code must differ"):
+        load_settings(plc={"pass_code": "X", "fail_code": "X"})
