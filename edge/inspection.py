@@ -1,11 +1,24 @@
 """The inspection loop: trigger -> frame -> preprocess -> infer -> decide -> RES, then outputs.
 
 Threads (docs/ARCHITECTURE.md): the PLC reader calls :meth:`Inspector.on_trigger`; the inspection
-thread forms batches of pending triggers, runs the model and answers each part through the
-:class:`~edge.parts.PartTracker` (RES is queued to the PLC writer *before* any ZeroMQ, JPEG or
-disk work); the deadline watchdog answers parts that miss their deadline with a fail-safe; the
-outputs thread feeds the sinks (ZeroMQ, archive, metrics) from a bounded queue and never blocks
-the inspection thread (a full queue drops the output, counted, never the PLC answer).
+thread forms batches of pending triggers (up to the model's max batch), runs the model and answers
+each part through the :class:`~edge.parts.PartTracker` (the RES of every part of a batch is queued
+to the PLC writer *before* any result is built, and before any ZeroMQ, JPEG or disk work); the
+deadline watchdog answers parts that miss their deadline with a fail-safe; the outputs thread
+feeds the sinks (ZeroMQ, archive, metrics) from a bounded queue and never blocks the inspection
+thread (a full queue drops the output, counted, never the PLC answer).
+
+Overlap (docs/performance.md): capture runs in its own thread (camera grabber, or the replay
+reader decoding ahead), outputs in theirs. A backend with asynchronous inference
+(``submit``/``input_buffer``/``inflight_slots``: the TensorRT backend) gets two batches in flight:
+the inspection thread preprocesses the next batch straight into the backend's second page-locked
+input buffer while the GPU runs the previous one. Synchronous backends (ONNX Runtime, noop) run
+inline: on the CPU the model already uses every core, and a hand-off would only add latency.
+
+Drops are explicit and counted in :attr:`Inspector.stats`: ``free_run_skipped`` (frames not
+inspected because of ``plc.free_run_every``), ``outputs_dropped`` (outputs queue full); a live
+source counts frames replaced before anyone took them (``source.stats["dropped_stale"]``). A
+triggered part is never dropped: it is answered by its result or by a fail-safe.
 """
 
 from __future__ import annotations
@@ -14,8 +27,10 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,6 +41,9 @@ from edge.preprocess import Preprocessor
 from edge.result import InspectionResult, ModelInfo, failsafe_verdict
 from edge.settings import DecisionSettings, Settings
 from edge.summary import RunSummary
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger("edgeqc.inspection")
 
@@ -64,7 +82,7 @@ class Inspector:
         self.sinks = list(sinks or [])
         self.status_sinks = list(status_sinks or [])
         check_decision_settings(settings.decision, backend.spec.labels)
-        self._pre = Preprocessor(backend.spec, backend.max_batch)
+        self._slots = _Slots(backend)
         self._model_info = self._info_of(backend)
         self.summary = RunSummary(settings.decision.pass_classes)
         self.tracker = PartTracker(self._expire)
@@ -78,7 +96,8 @@ class Inspector:
         self.model_ok = True
         self.plc_state = "ok" if (settings.plc.enabled and send_telegram) else "disabled"
         self.stats = {"outputs_dropped": 0, "late_results": 0, "triggers_refused": 0, "infer_errors": 0,
-                      "reloads": 0, "reload_failures": 0}
+                      "reloads": 0, "reload_failures": 0, "free_run_skipped": 0, "batches": 0,
+                      "batched_parts": 0}
         self.last_reload_error: str | None = None
         self.on_loop: Callable[[], None] | None = None  # called every loop turn (systemd watchdog)
         self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
@@ -155,7 +174,7 @@ class Inspector:
         self.stats["late_results"] = self.tracker.late_results
         return self.summary.to_dict()
 
-    def __enter__(self) -> Inspector:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -208,7 +227,7 @@ class Inspector:
             if decision is not None:
                 self.settings = self.settings.model_copy(update={"decision": decision})
             old, self._backend, self._next_backend = self._backend, nb, None
-            self._pre = Preprocessor(nb.spec, nb.max_batch)
+            self._slots = _Slots(nb)
             self._model_info = self._info_of(nb)
             self.stats["reloads"] += 1
             log.info("model swapped to %s (%s, %s)", self.model_info.name, nb.precision, nb.name)
@@ -228,93 +247,155 @@ class Inspector:
         return self.source.latest(after=after, timeout=left)
 
     def _run_trigger(self) -> None:
-        max_batch = self._backend.max_batch
-        while not (self._stop.is_set() and self._triggers.empty()):
+        inflight: deque[_Batch] = deque()
+        while not (self._stop.is_set() and self._triggers.empty() and not inflight):
             if self.on_loop:
                 self.on_loop()
+            parts = self._take_triggers(block=not inflight)
+            if parts:
+                if not inflight:
+                    self._maybe_swap()  # between batches only
+                jobs = self._jobs_for(parts)
+                if jobs:
+                    batch = self._submit(jobs)
+                    if batch is not None:
+                        inflight.append(batch)
+            # Answer the oldest batch now, unless another one can still go in flight first (async
+            # backend, more triggers were pending): then it is answered right after that submit.
+            if inflight and (not parts or len(inflight) >= self._slots.depth):
+                self._complete(inflight.popleft())
+
+    def _take_triggers(self, block: bool) -> list[Part]:
+        """Up to max_batch pending triggers; waits up to 0.1 s for the first one when ``block``."""
+        try:
+            first = self._triggers.get(timeout=0.1) if block else self._triggers.get_nowait()
+        except queue.Empty:
+            return []
+        parts = [first]
+        max_batch = self._slots.max_batch
+        while len(parts) < max_batch:
             try:
-                first = self._triggers.get(timeout=0.1)
+                parts.append(self._triggers.get_nowait())
             except queue.Empty:
+                break
+        return parts
+
+    def _jobs_for(self, parts: list[Part]) -> list[tuple[Part, Any, float]]:
+        """The frame of each part (fail-safe answers for parts without one)."""
+        jobs: list[tuple[Part, Any, float]] = []
+        for part in parts:
+            if part.answered:  # deadline passed while queued
                 continue
-            self._maybe_swap()
-            parts = [first]
-            while len(parts) < max_batch:
-                try:
-                    parts.append(self._triggers.get_nowait())
-                except queue.Empty:
-                    break
-            jobs: list[tuple[Part, Any, float]] = []
-            for part in parts:
-                if part.answered:  # deadline passed while queued
-                    continue
-                try:
-                    frame = self._frame_for(part)
-                except Exception:
-                    log.exception("capture failed for part %s", part.part_id)
-                    frame = None
-                if frame is None:  # past the deadline it is a TIMEOUT, whoever notices first
-                    self._failsafe(part, "TIMEOUT" if time.monotonic() >= part.deadline else "NO_FRAME", None)
-                    continue
-                jobs.append((part, frame, time.monotonic()))
-            if jobs:
-                self._inspect(jobs)
+            try:
+                frame = self._frame_for(part)
+            except Exception:
+                log.exception("capture failed for part %s", part.part_id)
+                frame = None
+            if frame is None:  # past the deadline it is a TIMEOUT, whoever notices first
+                self._failsafe(part, "TIMEOUT" if time.monotonic() >= part.deadline else "NO_FRAME", None)
+                continue
+            jobs.append((part, frame, time.monotonic()))
+        return jobs
 
     def _run_free(self) -> None:
         every = self.plc.free_run_every
         n = 0
         last = None
         src = self.source
+        inflight: deque[_Batch] = deque()
         while not self._stop.is_set():
             if self.on_loop:
                 self.on_loop()
-            self._maybe_swap()
+            if not inflight:
+                self._maybe_swap()
+            wait = 0.0 if inflight else 0.5  # with a batch in flight, never sit on it
             if src.is_replay:
-                frame = src.next_frame(timeout=0.5)
+                frame = src.next_frame(timeout=wait)
                 if frame is None and getattr(src, "exhausted", False):
+                    while inflight:
+                        self._complete(inflight.popleft())
                     self.finished.set()
                     self._stop.wait(0.1)
                     continue
             else:
-                frame = src.latest(after=last, timeout=0.5)
+                frame = src.latest(after=last, timeout=wait)
             if frame is None:
+                if inflight:
+                    self._complete(inflight.popleft())
                 continue
             last = frame.t_capture
             n += 1
             if (n - 1) % every:
+                self.stats["free_run_skipped"] += 1
                 continue
             now = time.monotonic()
             seq = self._next_seq()
             # Free-run parts have no deadline: nobody waits for them, so no watchdog entry.
             part = Part(seq, str(seq), frame.t_capture, frame.wall_time, now)
-            self._inspect([(part, frame, now)])
+            batch = self._submit([(part, frame, now)])
+            if batch is not None:
+                inflight.append(batch)
+            if len(inflight) >= self._slots.depth:
+                self._complete(inflight.popleft())
+        while inflight:
+            self._complete(inflight.popleft())
 
     def _inspect(self, jobs: list[tuple[Part, Any, float]]) -> None:
-        backend = self._backend
-        spec = backend.spec
+        """Preprocess, infer and answer ``jobs`` now (synchronously)."""
+        batch = self._submit(jobs)
+        if batch is not None:
+            self._complete(batch)
+
+    def _submit(self, jobs: list[tuple[Part, Any, float]]) -> _Batch | None:
+        """Preprocess ``jobs`` into a free input buffer and start their inference. None: it failed
+        and every part was answered fail-safe ERROR."""
         t0 = time.monotonic()
+        slots = self._slots
         try:
-            batch = self._pre.batch([f.image for _, f, _ in jobs])
-            t1 = time.monotonic()
-            probs = backend.infer(batch)
+            pending = slots.submit([f.image for _, f, _ in jobs])
+        except Exception as exc:  # noqa: BLE001 - any runtime error: the parts get a fail-safe ERROR
+            self._infer_failed(jobs, exc)
+            return None
+        return _Batch(jobs, pending, t0, time.monotonic(), slots)
+
+    def _infer_failed(self, jobs: list[tuple[Part, Any, float]], exc: BaseException) -> None:
+        self.stats["infer_errors"] += 1
+        self.model_ok = False
+        log.error("inference failed: %s", exc, exc_info=exc)
+        for part, frame, _ in jobs:
+            self._failsafe(part, "ERROR", frame)
+
+    def _complete(self, batch: _Batch) -> None:
+        """Wait for ``batch``'s probabilities, answer every part (all RES first), then emit results."""
+        jobs = batch.jobs
+        spec = batch.slots.spec
+        try:
+            probs = batch.pending.wait()
             t2 = time.monotonic()
             self.model_ok = True
-        except Exception as exc:
-            self.stats["infer_errors"] += 1
-            self.model_ok = False
-            log.error("inference failed: %s", exc, exc_info=True)
-            for part, frame, _ in jobs:
-                self._failsafe(part, "ERROR", frame)
+        except Exception as exc:  # noqa: BLE001 - any runtime error: the parts get a fail-safe ERROR
+            self._infer_failed(jobs, exc)
             return
-        for i, (part, frame, t_got) in enumerate(jobs):
+        n = len(jobs)
+        self.stats["batches"] += 1
+        self.stats["batched_parts"] += n
+        decided: list[tuple[int, Verdict, float, float]] = []
+        for i, (part, _frame, _t) in enumerate(jobs):
             td = time.monotonic()
             verdict = decide(probs[i], spec.labels, self.settings.decision)
             t3 = time.monotonic()
-            if not self._answer(part, verdict, None):
-                continue  # fail-safe already sent; a late result is never sent
+            if self._answer(part, verdict, None):
+                decided.append((i, verdict, td, t3))
+            # else: fail-safe already sent; a late result is never sent
+        pre_ms = 1000.0 * (batch.t_submitted - batch.t_start) / n
+        infer_ms = 1000.0 * (t2 - batch.t_submitted) / n
+        model_info = self.model_info
+        for i, verdict, td, t3 in decided:
+            part, frame, t_got = jobs[i]
             lat = {
                 "capture": 1000.0 * (t_got - part.t_trigger),
-                "preprocess": 1000.0 * (t1 - t0) / len(jobs),
-                "infer": 1000.0 * (t2 - t1) / len(jobs),
+                "preprocess": pre_ms,
+                "infer": infer_ms,
                 "decide": 1000.0 * (t3 - td),
                 "plc": 1000.0 * ((part.t_answer or t3) - part.t_trigger),
                 "total": 1000.0 * (t3 - part.t_trigger),
@@ -323,7 +404,7 @@ class Inspector:
                 seq=part.seq, part_id=part.part_id, station_id=self.settings.station_id,
                 trigger_ts=part.wall_trigger, verdict=verdict, capture_ts=frame.wall_time,
                 decision_ts=time.time(), probabilities=np.array(probs[i], copy=True), labels=spec.labels,
-                latency_ms=lat, source_id=frame.source_id, model=self.model_info, frame=frame.image,
+                latency_ms=lat, source_id=frame.source_id, model=model_info, frame=frame.image,
                 truth=frame.label, channel_order=spec.channel_order,
             )
             self._emit(r)
@@ -360,3 +441,69 @@ class Inspector:
                     fn(st)
                 except Exception:
                     log.exception("status sink failed")
+
+
+class _Pending(Protocol):
+    def wait(self) -> np.ndarray: ...
+
+
+class _Done:
+    """A synchronous inference's result, already there."""
+
+    __slots__ = ("probs",)
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+
+    def wait(self) -> np.ndarray:
+        return self.probs
+
+
+class _Slots:
+    """The input buffers of one backend and how batches run on it.
+
+    Synchronous backends: one ``[max_batch,3,H,W] float32`` buffer, ``infer`` inline, depth 1.
+    Backends with ``submit(slot, n)``, ``input_buffer(slot)`` and ``inflight_slots`` (TensorRT):
+    frames are preprocessed straight into the backend's page-locked input of the next slot and the
+    inference starts asynchronously; up to ``inflight_slots`` batches are in flight.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self.max_batch = int(backend.max_batch)
+        self.asynchronous = callable(getattr(backend, "submit", None)) and callable(
+            getattr(backend, "input_buffer", None))
+        self.depth = max(1, int(getattr(backend, "inflight_slots", 1))) if self.asynchronous else 1
+        if self.asynchronous:
+            self._pre = [Preprocessor(self.spec, self.max_batch, buffer=backend.input_buffer(i))
+                         for i in range(self.depth)]
+        else:
+            self._pre = [Preprocessor(self.spec, self.max_batch)]
+        self._next = 0
+
+    def submit(self, frames: list[np.ndarray]) -> _Pending:
+        """Preprocess ``frames`` into the next slot and start the inference; ``.wait()`` gives the
+        probabilities ``[n,C] float32``."""
+        slot = self._next
+        self._next = (slot + 1) % self.depth
+        batch = self._pre[slot].batch(frames)
+        if self.asynchronous:
+            pending: _Pending = self.backend.submit(slot, len(frames))
+            return pending
+        return _Done(self.backend.infer(batch))
+
+
+class _Batch:
+    """Jobs whose inference was started; ``t_start`` before preprocessing, ``t_submitted`` after
+    (time.monotonic() s)."""
+
+    __slots__ = ("jobs", "pending", "slots", "t_start", "t_submitted")
+
+    def __init__(self, jobs: list[tuple[Part, Any, float]], pending: _Pending, t_start: float,
+                 t_submitted: float, slots: _Slots) -> None:
+        self.jobs = jobs
+        self.pending = pending
+        self.t_start = t_start
+        self.t_submitted = t_submitted
+        self.slots = slots

@@ -16,14 +16,18 @@ pixels everywhere. Steps (see docs/preprocessing.md for the measurements behind 
 3. **One fused conversion**: ``out[c] = pixel * a[c] + b[c]`` with ``a = scale/std``,
    ``b = -mean/std`` (``scale`` is for 8-bit values; 16-bit frames use ``scale*255/65535``),
    written channel by channel into the ``[3,H,W]`` output (HWC -> CHW). Gray frames are
-   replicated to 3 channels by this step.
+   replicated to 3 channels by this step. For 8-bit frames it is a 256-entry float32 lookup table
+   per channel (``cv2.LUT``) filled with exactly that float32 arithmetic, so the values are the
+   same bits as ``np.multiply``/``np.add`` would give, in one pass and without temporaries.
 
-Allocation in steady state (same frame size as before, per thread): OpenCV resizes write into
-cached buffers and the conversion writes into ``out`` with ``np.multiply/np.add(out=...)`` (NumPy
-only allocates its small internal cast buffers, ≤ 8192 elements). Allocations that remain:
-``pillow_bilinear`` (Pillow creates its output image, and a colour input image copy, and
-``np.asarray`` copies it out; ~2-3 frame-sized buffers of the resized size) and ``out=None``
-(the returned array).
+Allocation in steady state (same frame size as before, per thread): none of frame size on the
+Python heap. Resizes write into cached per-thread buffers: OpenCV through ``dst=``;
+``pillow_bilinear`` runs Pillow's own resampler (``ImagingCore.resize``, so bit-exact by
+construction) on the frame *mapped* without a copy (``Image.core.map_buffer``; colour frames are
+first widened to Pillow's 4-byte RGBX layout in a cached buffer) and pastes Pillow's result into a
+mapped cached buffer; only Pillow's C-side temporary and result image remain (freed at once,
+not Python objects). The conversion writes into ``out``. Still allocating: 16-bit frames (the
+NumPy/Pillow per-channel path), a non-contiguous frame (one copy), and ``out=None``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -140,13 +145,13 @@ def _check_frame(frame: object) -> np.ndarray:
     return frame
 
 
-def _pillow_resize(img: np.ndarray, size_hw: tuple[int, int], dst: np.ndarray) -> None:
-    """Pillow ``Image.resize((w, h), BILINEAR)`` of a contiguous gray/3-channel uint8/uint16
-    image into ``dst`` (16-bit colour: per channel as mode ``I;16``)."""
+def _pillow_resize16(img: np.ndarray, size_hw: tuple[int, int], dst: np.ndarray) -> None:
+    """Pillow ``Image.resize((w, h), BILINEAR)`` of a contiguous gray/3-channel uint16 image into
+    ``dst`` (colour: per channel as mode ``I;16``). Allocates Pillow images (16-bit frames are rare)."""
     from PIL import Image
 
     h, w = size_hw
-    if img.ndim == 2 or img.dtype == np.uint8:
+    if img.ndim == 2:
         np.copyto(dst, np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR)))
         return
     for c in range(img.shape[2]):
@@ -154,14 +159,54 @@ def _pillow_resize(img: np.ndarray, size_hw: tuple[int, int], dst: np.ndarray) -
         dst[:, :, c] = np.asarray(Image.fromarray(plane).resize((w, h), Image.Resampling.BILINEAR))
 
 
+def _pillow_core() -> Any:
+    from PIL import Image
+
+    return Image.core
+
+
+def _map(buf: np.ndarray, mode: str) -> Any:
+    """A Pillow core image sharing the memory of the C-contiguous ``buf`` (``[H,W]`` for ``L``,
+    ``[H,W,4]`` for ``RGBX``); no copy (Pillow's ``Image.frombuffer`` raw mapping)."""
+    return _pillow_core().map_buffer(buf, (buf.shape[1], buf.shape[0]), "raw", 0, (mode, 0, 1))
+
+
+def _pillow_resize8(img: np.ndarray, size_hw: tuple[int, int], ws: _Workspace) -> np.ndarray:
+    """Exact ``PIL.Image.resize((w, h), Image.BILINEAR)`` of a C-contiguous uint8 ``[H,W]``,
+    ``[H,W,3]`` or ``[H,W,4]`` frame, into a cached buffer: ``[h,w]`` for gray, ``[h,w,4]`` (RGBX,
+    the 4th channel is not meaningful) for colour.
+
+    Pillow's own resampler runs (``ImagingCore.resize``: separable, 22-bit fixed point, uint8
+    between the passes), so the pixels are Pillow's by construction; Pillow resamples RGB through
+    the same 4-byte loop as RGBX, so widening a colour frame to RGBX changes nothing in R, G, B.
+    """
+    h, w = size_hw
+    H, W = img.shape[:2]
+    if img.ndim == 2:
+        mode, src, dst = "L", img, ws.get("resize", (h, w), img.dtype)
+    else:
+        mode, dst = "RGBX", ws.get("resize4", (h, w, 4), img.dtype)
+        if img.shape[2] == 4:
+            src = img
+        else:
+            src = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA, dst=ws.get("rgbx", (H, W, 4), img.dtype))
+    _map(dst, mode).paste(_map(src, mode).resize((w, h), _BILINEAR, (0, 0, W, H)), (0, 0, w, h))
+    return dst
+
+
+_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
+
+
 def _resize(img: np.ndarray, size_hw: tuple[int, int], interpolation: str, ws: _Workspace) -> np.ndarray:
     if img.shape[:2] == size_hw:
         return img
-    shape = size_hw + img.shape[2:]
-    dst = ws.get("resize", shape, img.dtype)
     if interpolation == "pillow_bilinear":
-        _pillow_resize(img, size_hw, dst)
+        if img.dtype == np.uint8:
+            return _pillow_resize8(img, size_hw, ws)
+        dst = ws.get("resize", size_hw + img.shape[2:], img.dtype)
+        _pillow_resize16(img, size_hw, dst)
         return dst
+    dst = ws.get("resize", size_hw + img.shape[2:], img.dtype)
     flag = _CV2_INTERPOLATION.get(interpolation)
     if flag is None:
         raise PreprocessError(f"interpolation {interpolation!r}, expected pillow_bilinear, "
@@ -180,7 +225,7 @@ def _fit(img: np.ndarray, spec: ModelSpec, ws: _Workspace) -> np.ndarray:
     if spec.resize == "center_crop":
         return resized[g.crop_y:g.crop_y + H, g.crop_x:g.crop_x + W]
     pad = PAD_VALUE * 257 if img.dtype == np.uint16 else PAD_VALUE
-    canvas = ws.get("letterbox", (H, W) + img.shape[2:], img.dtype, fill=pad)
+    canvas = ws.get("letterbox", (H, W) + resized.shape[2:], img.dtype, fill=pad)
     # Keep the border at the pad value: the canvas is reused for frames of other sizes.
     canvas[...] = pad
     canvas[g.pad_top:g.pad_top + g.resize_h, g.pad_left:g.pad_left + g.resize_w] = resized
@@ -213,12 +258,22 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None
     img = frame
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    elif img.ndim == 3 and img.shape[2] == 4:  # drop alpha (order unchanged)
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB, dst=ws.get("rgb", img.shape[:2] + (3,), img.dtype))
     if not img.flags.c_contiguous:
         img = np.ascontiguousarray(img)
+    if img.ndim == 3 and img.shape[2] == 4 and (img.dtype == np.uint16 or spec.interpolation != "pillow_bilinear"):
+        # drop alpha (order unchanged); Pillow maps an 8-bit RGBA frame as RGBX and never reads the 4th channel
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB, dst=ws.get("rgb", img.shape[:2] + (3,), img.dtype))
     fitted = _fit(img, spec, ws)
-    a, b = _coefficients(spec.scale, spec.mean, spec.std, frame.dtype == np.uint16)
+    if frame.dtype == np.uint8:
+        luts = _luts(spec.scale, spec.mean, spec.std)
+        for c in range(3):
+            if fitted.ndim == 2:
+                plane = fitted
+            else:
+                plane = cv2.extractChannel(fitted, c, dst=ws.get(f"plane{c}", fitted.shape[:2], fitted.dtype))
+            _lut(plane, luts[c], out[c])
+        return out
+    a, b = _coefficients(spec.scale, spec.mean, spec.std, True)
     for c in range(3):
         src = fitted if fitted.ndim == 2 else fitted[:, :, c]
         np.multiply(src, a[c], out=out[c])
@@ -226,20 +281,58 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None
     return out
 
 
+@lru_cache(maxsize=64)
+def _luts(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Per channel ``[256] float32``: ``v * a[c] + b[c]`` for every 8-bit value ``v``, computed with
+    the same float32 NumPy operations as the 16-bit path (bit-identical results)."""
+    a, b = _coefficients(scale, mean, std, False)
+    v = np.arange(256, dtype=np.uint8)
+    out = []
+    for c in range(3):
+        t = np.empty(256, np.float32)
+        np.multiply(v, a[c], out=t)
+        np.add(t, b[c], out=t)
+        t.setflags(write=False)
+        out.append(t)
+    return tuple(out)
+
+
+def _lut(plane: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = lut[plane]`` (uint8 ``[H,W]`` -> float32 ``[H,W]``, ``out`` C-contiguous)."""
+    res = cv2.LUT(plane, lut, dst=out)
+    if res is not out and not np.shares_memory(res, out):  # OpenCV could not write in place
+        np.copyto(out, res.reshape(out.shape))
+
+
 class Preprocessor:
     """Batch preprocessing into one preallocated ``[max_batch,3,H,W] float32`` buffer.
 
     Not thread-safe: use one per inspection thread. The views returned by :meth:`batch` are
     overwritten by the next call.
+
+    Args:
+        buffer: write into this C-contiguous ``[max_batch,3,H,W] float32`` array instead of a new
+            one (e.g. a backend's page-locked input buffer, so no copy is needed before the H2D
+            transfer).
+
+    Raises:
+        PreprocessError: ``max_batch`` < 1, or ``buffer`` of another shape/dtype/layout.
     """
 
-    def __init__(self, spec: ModelSpec, max_batch: int) -> None:
+    def __init__(self, spec: ModelSpec, max_batch: int, buffer: np.ndarray | None = None) -> None:
         if max_batch < 1:
             raise PreprocessError(f"max_batch = {max_batch}, expected >= 1")
         self.spec = spec
         self.max_batch = int(max_batch)
         H, W = spec.input_size
-        self.buffer: np.ndarray = np.empty((self.max_batch, 3, H, W), np.float32)
+        if buffer is None:
+            buffer = np.empty((self.max_batch, 3, H, W), np.float32)
+        elif (not isinstance(buffer, np.ndarray) or buffer.dtype != np.float32
+              or buffer.shape != (self.max_batch, 3, H, W) or not buffer.flags.c_contiguous):
+            got = f"{getattr(buffer, 'dtype', type(buffer).__name__)} {getattr(buffer, 'shape', '')}"
+            raise PreprocessError(f"batch buffer is {got}, expected C-contiguous float32 "
+                                  f"({self.max_batch}, 3, {H}, {W})")
+        self.buffer: np.ndarray = buffer
 
     def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocess ``frames`` into the buffer; returns the C-contiguous view ``[n,3,H,W] float32``.

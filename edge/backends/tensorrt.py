@@ -15,7 +15,16 @@ Life cycle:
    copy into page-locked input, ``set_input_shape`` (dynamic batch, when N changes), async H2D,
    ``execute_async_v3`` on one stream between two events (``last_gpu_ms``), async D2H,
    synchronize, softmax for logits.
-4. **close**: buffers freed and the context detached, with the context pushed.
+4. **Overlap** (what the inspection loop uses; :attr:`inflight_slots` batches in flight): each
+   *slot* owns an execution context, a CUDA stream, two events, a page-locked input
+   ``[max_batch,3,H,W]``, a page-locked output and the device buffers. The caller preprocesses
+   straight into :meth:`input_buffer` of a free slot (no host copy), :meth:`submit` queues H2D,
+   ``execute_async_v3`` and D2H on that slot's stream and returns at once, and
+   :meth:`Pending.wait` synchronizes only that stream. So the CPU prepares batch k+1 while the
+   GPU runs batch k, and two batches never share a stream, a context or a buffer. Every copy is
+   asynchronous from page-locked memory (a copy from pageable memory would be synchronous).
+   Slot 0 is made at activation (and serves :meth:`infer`); further slots on first use.
+5. **close**: buffers freed and the context detached, with the context pushed.
 
 Only the named-tensor API is used (``num_io_tensors``, ``get_tensor_name``,
 ``get_tensor_mode``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); no
@@ -102,14 +111,10 @@ def check_engine_file(path: str | Path, *, cuda: CudaApi | None = None, device: 
                                compute_capability=cc, device_name=name)
 
 
-class _Bound:
-    """The activated engine: TensorRT objects, CUDA context, buffers."""
+class _Slot:
+    """One batch in flight: execution context, stream, events, page-locked and device buffers."""
 
     def __init__(self) -> None:
-        self.ctx: Context | None = None
-        self.logger: trt.ILogger | None = None  # kept alive as long as the runtime
-        self.runtime: trt.Runtime | None = None
-        self.engine: trt.ICudaEngine | None = None
         self.context: trt.IExecutionContext | None = None
         self.stream: Stream | None = None
         self.start: Event | None = None
@@ -118,6 +123,41 @@ class _Bound:
         self.host_out: np.ndarray = np.empty(0, np.float32)
         self.device: dict[str, DeviceMemory] = {}
         self.bound_batch = -1
+        self.busy = False  # submitted and not yet waited for
+
+
+class _Bound:
+    """The activated engine: TensorRT objects, CUDA context, slots (slot 0 = the attributes of
+    this object itself, for the synchronous path)."""
+
+    def __init__(self) -> None:
+        self.ctx: Context | None = None
+        self.logger: trt.ILogger | None = None  # kept alive as long as the runtime
+        self.runtime: trt.Runtime | None = None
+        self.engine: trt.ICudaEngine | None = None
+        self.slots: list[_Slot] = []
+
+    @property
+    def context(self) -> trt.IExecutionContext | None:
+        return self.slots[0].context if self.slots else None
+
+
+class Pending:
+    """A batch submitted with :meth:`TensorRTBackend.submit`; :meth:`wait` gives its probabilities."""
+
+    def __init__(self, backend: TensorRTBackend, slot: int, n: int) -> None:
+        self._backend, self.slot, self.n = backend, slot, n
+        self._result: np.ndarray | None = None
+
+    def wait(self) -> np.ndarray:
+        """Block until this batch's stream is done; probabilities ``[n,C] float32`` (a copy).
+
+        Raises:
+            BackendError: the backend was closed meanwhile.
+        """
+        if self._result is None:
+            self._result = self._backend._wait(self.slot, self.n)
+        return self._result
 
 
 class TensorRTBackend:
@@ -171,7 +211,15 @@ class TensorRTBackend:
         self.max_batch: int = int(settings.max_batch)
         self._fixed_batch: int | None = None
         self._dynamic = False
+        self._input_float32 = True
+        self._outputs: list[str] = []
         self._activate(plan)
+
+    @property
+    def inflight_slots(self) -> int:
+        """Batches that can be in flight at once through :meth:`submit` (0: this engine's input
+        is not float32, so only :meth:`infer` is offered)."""
+        return 2 if self._input_float32 else 0
 
     # -- activation -----------------------------------------------------------------------------
 
@@ -186,21 +234,21 @@ class TensorRTBackend:
             b.engine = b.runtime.deserialize_cuda_engine(plan)
             if b.engine is None:
                 raise BackendError(f"TensorRT could not deserialize {self.model_path} (see the TensorRT log above)")
-            b.context = b.engine.create_execution_context()
-            if b.context is None:
+            context = b.engine.create_execution_context()
+            if context is None:
                 raise BackendError(f"TensorRT could not create an execution context for {self.model_path}")
-            self._bind(b)
+            self._bind(b, context)
         except BaseException:
             self._release(b, pushed=True)
             raise
         b.ctx.pop()
         self._b = b
 
-    def _bind(self, b: _Bound) -> None:
+    def _bind(self, b: _Bound, context: trt.IExecutionContext) -> None:
         import tensorrt as trt
 
-        engine, context = b.engine, b.context
-        assert engine is not None and context is not None
+        engine = b.engine
+        assert engine is not None
         s = self.spec
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -232,24 +280,52 @@ class TensorRTBackend:
         if len(out_shape) != 2 or out_shape[1] != C:
             raise BackendError(f"{self.model_path}: engine output {s.output_name!r} shape {list(out_shape)}, "
                                f"expected [N,{C}] ({C} labels)")
+        self._input_float32 = _np_dtype(engine.get_tensor_dtype(s.input_name)) == np.float32
+        self._outputs = outputs
+        slot = _Slot()
+        b.slots.append(slot)  # before filling: a failure half-way still frees what was made
+        self._fill_slot(b, slot, context)
+
+    def _fill_slot(self, b: _Bound, slot: _Slot, context: trt.IExecutionContext) -> None:
+        """Buffers, tensor addresses, stream and events of ``slot`` (context pushed)."""
+        engine = b.engine
+        assert engine is not None
+        s = self.spec
+        H, W = s.input_size
+        C = s.num_classes
+        slot.context = context
         n = self.max_batch
-        b.host_in = self._cuda.pagelocked_empty((n, 3, H, W), _np_dtype(engine.get_tensor_dtype(s.input_name)))
-        b.host_out = self._cuda.pagelocked_empty((n, C), _np_dtype(engine.get_tensor_dtype(s.output_name)))
-        b.device[s.input_name] = self._cuda.mem_alloc(b.host_in.nbytes)
-        b.device[s.output_name] = self._cuda.mem_alloc(b.host_out.nbytes)
+        slot.host_in = self._cuda.pagelocked_empty((n, 3, H, W), _np_dtype(engine.get_tensor_dtype(s.input_name)))
+        slot.host_out = self._cuda.pagelocked_empty((n, C), _np_dtype(engine.get_tensor_dtype(s.output_name)))
+        slot.device[s.input_name] = self._cuda.mem_alloc(slot.host_in.nbytes)
+        slot.device[s.output_name] = self._cuda.mem_alloc(slot.host_out.nbytes)
         if self._dynamic and not context.set_input_shape(s.input_name, (n, 3, H, W)):
             raise BackendError(f"{self.model_path}: set_input_shape({s.input_name!r}, {[n, 3, H, W]}) failed")
-        b.bound_batch = n
-        for extra in outputs:  # every I/O tensor needs an address; extra outputs are ignored
+        slot.bound_batch = n
+        for extra in self._outputs:  # every I/O tensor needs an address; extra outputs are ignored
             if extra != s.output_name:
                 shape = _dims(context.get_tensor_shape(extra))
                 nbytes = int(np.prod([max(d, 1) for d in shape])) * _np_dtype(engine.get_tensor_dtype(extra)).itemsize
-                b.device[extra] = self._cuda.mem_alloc(nbytes)
-        for name, mem in b.device.items():
+                slot.device[extra] = self._cuda.mem_alloc(nbytes)
+        for name, mem in slot.device.items():
             if not context.set_tensor_address(name, int(mem)):
                 raise BackendError(f"{self.model_path}: set_tensor_address({name!r}) failed")
-        b.stream = self._cuda.stream()
-        b.start, b.end = self._cuda.event(), self._cuda.event()
+        slot.stream = self._cuda.stream()
+        slot.start, slot.end = self._cuda.event(), self._cuda.event()
+
+    def _slot(self, b: _Bound, index: int) -> _Slot:
+        """Slot ``index``, made on first use (context pushed by the caller)."""
+        if not 0 <= index < max(1, self.inflight_slots):
+            raise BackendError(f"tensorrt: slot {index} out of range (inflight_slots = {self.inflight_slots})")
+        while len(b.slots) <= index:
+            assert b.engine is not None
+            context = b.engine.create_execution_context()
+            if context is None:
+                raise BackendError(f"TensorRT could not create an execution context for {self.model_path}")
+            slot = _Slot()
+            b.slots.append(slot)
+            self._fill_slot(b, slot, context)
+        return b.slots[index]
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -265,35 +341,110 @@ class TensorRTBackend:
                 raise BackendError(f"tensorrt backend for {self.model_path} is closed")
             b.ctx.push()
             try:
-                parts = [self._run_chunk(b, batch[i:i + self.max_batch]) for i in range(0, n, self.max_batch)]
+                slot = b.slots[0]
+                if slot.busy:
+                    raise BackendError("tensorrt: infer while slot 0 has a submitted batch (call wait() first)")
+                parts = []
+                for i in range(0, n, self.max_batch):
+                    chunk = batch[i:i + self.max_batch]
+                    k = chunk.shape[0]
+                    np.copyto(slot.host_in[:k], chunk, casting="same_kind")
+                    self._enqueue(slot, k)
+                    parts.append(self._collect(slot, k))
             finally:
                 b.ctx.pop()
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return as_probabilities(raw, self.spec)
 
-    def _run_chunk(self, b: _Bound, chunk: np.ndarray) -> np.ndarray:
-        assert b.context is not None and b.stream is not None and b.start is not None and b.end is not None
+    def _enqueue(self, slot: _Slot, k: int) -> None:
+        """Queue H2D, execute, D2H of ``slot.host_in[:k]`` on the slot's stream (context pushed)."""
+        assert slot.context is not None and slot.stream is not None and slot.start is not None and slot.end is not None
         s = self.spec
-        k = chunk.shape[0]
         run_n = self._fixed_batch or k
-        np.copyto(b.host_in[:k], chunk, casting="same_kind")
         if run_n > k:
-            b.host_in[k:run_n] = 0
-        if self._dynamic and run_n != b.bound_batch:
+            slot.host_in[k:run_n] = 0
+        if self._dynamic and run_n != slot.bound_batch:
             H, W = s.input_size
-            if not b.context.set_input_shape(s.input_name, (run_n, 3, H, W)):
+            if not slot.context.set_input_shape(s.input_name, (run_n, 3, H, W)):
                 raise BackendError(f"{self.model_path}: set_input_shape({s.input_name!r}, "
                                    f"{[run_n, 3, H, W]}) failed")
-            b.bound_batch = run_n
-        self._cuda.memcpy_htod_async(b.device[s.input_name], b.host_in[:run_n], b.stream)
-        b.start.record(b.stream)
-        if not b.context.execute_async_v3(b.stream.handle):
+            slot.bound_batch = run_n
+        self._cuda.memcpy_htod_async(slot.device[s.input_name], slot.host_in[:run_n], slot.stream)
+        slot.start.record(slot.stream)
+        if not slot.context.execute_async_v3(slot.stream.handle):
             raise BackendError(f"{self.model_path}: execute_async_v3 failed (see the TensorRT log)")
-        b.end.record(b.stream)
-        self._cuda.memcpy_dtoh_async(b.host_out[:run_n], b.device[s.output_name], b.stream)
-        b.stream.synchronize()
-        self.last_gpu_ms = b.end.time_since(b.start)
-        return np.array(b.host_out[:k], dtype=np.float32)  # copy: the host buffer is reused
+        slot.end.record(slot.stream)
+        self._cuda.memcpy_dtoh_async(slot.host_out[:run_n], slot.device[s.output_name], slot.stream)
+
+    def _collect(self, slot: _Slot, k: int) -> np.ndarray:
+        """Wait for the slot's stream; raw output rows ``[k,C] float32`` (a copy: the page-locked
+        buffer is reused by the next batch)."""
+        assert slot.stream is not None and slot.start is not None and slot.end is not None
+        slot.stream.synchronize()
+        self.last_gpu_ms = slot.end.time_since(slot.start)
+        return np.array(slot.host_out[:k], dtype=np.float32)
+
+    # -- overlapped inference (the inspection loop) ---------------------------------------------
+
+    def input_buffer(self, slot: int) -> np.ndarray:
+        """The page-locked input ``[max_batch,3,H,W] float32`` of ``slot`` (0 <= slot <
+        :attr:`inflight_slots`): write a batch into its first rows, then :meth:`submit`.
+
+        Raises:
+            BackendError: closed, slot out of range, or the engine's input is not float32.
+        """
+        if not self._input_float32:
+            raise BackendError(f"{self.model_path}: engine input is not float32; use infer()")
+        with self._lock:
+            b, ctx = self._bound()
+            ctx.push()
+            try:
+                return self._slot(b, slot).host_in
+            finally:
+                ctx.pop()
+
+    def submit(self, slot: int, n: int) -> Pending:
+        """Start the inference of the first ``n`` rows of :meth:`input_buffer` ``(slot)`` on that
+        slot's stream and return at once; :meth:`Pending.wait` gives the probabilities.
+
+        Raises:
+            BackendError: closed, bad slot or ``n``, the slot still has a batch in flight, or
+                TensorRT refused the shape / the enqueue.
+        """
+        if not 1 <= n <= self.max_batch:
+            raise BackendError(f"tensorrt: submit of {n} rows, expected 1..{self.max_batch} (max_batch)")
+        with self._lock:
+            b, ctx = self._bound()
+            ctx.push()
+            try:
+                sl = self._slot(b, slot)
+                if sl.busy:
+                    raise BackendError(f"tensorrt: slot {slot} still has a batch in flight (wait() for it first)")
+                self._enqueue(sl, n)
+                sl.busy = True
+            finally:
+                ctx.pop()
+        return Pending(self, slot, n)
+
+    def _wait(self, slot: int, n: int) -> np.ndarray:
+        with self._lock:
+            b, ctx = self._bound()
+            ctx.push()
+            try:
+                sl = b.slots[slot]
+                try:
+                    raw = self._collect(sl, n)
+                finally:
+                    sl.busy = False
+            finally:
+                ctx.pop()
+        return as_probabilities(raw, self.spec)
+
+    def _bound(self) -> tuple[_Bound, Context]:
+        b = self._b
+        if b is None or b.ctx is None:
+            raise BackendError(f"tensorrt backend for {self.model_path} is closed")
+        return b, b.ctx
 
     # -- teardown -------------------------------------------------------------------------------
 
@@ -303,14 +454,16 @@ class TensorRTBackend:
         if not pushed:
             b.ctx.push()
         try:
-            for mem in b.device.values():
-                mem.free()
-            b.device.clear()
-            b.context = None
+            for slot in b.slots:
+                for mem in slot.device.values():
+                    mem.free()
+                slot.device.clear()
+                slot.context = None
+                slot.stream = slot.start = slot.end = None
+            b.slots.clear()
             b.engine = None
             b.runtime = None
             b.logger = None
-            b.stream = b.start = b.end = None
         finally:
             b.ctx.pop()
             b.ctx.detach()

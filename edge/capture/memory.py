@@ -1,0 +1,104 @@
+"""An in-memory replay source: frames already decoded, handed out in order (benchmarks, tests).
+
+A camera delivers decoded pixels; a folder replay decodes JPEG/PNG files first. To measure what
+the runtime itself costs per frame without the file decode, :class:`MemorySource` hands out
+frames that were decoded beforehand (:func:`decode_folder`), cycling through them until
+``count`` frames were given. It behaves like the folder replay (``is_replay``: ``next_frame``
+gives the next frame, ``exhausted`` at the end), without a reader thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge.capture.base import Frame, FrameSource
+from edge.frames import list_images, read_image
+from edge.settings import CameraSettings
+
+MemoryItem = tuple[np.ndarray, str, "str | None"]
+"""``(image, source_id, label)``: ``image`` ``[H,W]``/``[H,W,3]`` uint8 in the model's channel order."""
+
+
+def decode_folder(folder: str | Path, channel_order: str = "RGB", limit: int | None = None,
+                  lister: Callable[[Path], list[Path]] = list_images) -> tuple[list[MemoryItem], int]:
+    """Decode the images under ``folder`` (sorted relative path) into memory.
+
+    Returns:
+        ``(items, corrupt)``: the decoded frames (at most ``limit``) and the number of unreadable
+        files skipped. ``source_id`` is the relative path, ``label`` the first subfolder (or None).
+    """
+    root = Path(folder)
+    items: list[MemoryItem] = []
+    corrupt = 0
+    for p in lister(root):
+        if limit is not None and len(items) >= limit:
+            break
+        img = read_image(p, channel_order)
+        if img is None:
+            corrupt += 1
+            continue
+        rel = p.relative_to(root)
+        items.append((img, rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else None))
+    return items, corrupt
+
+
+class MemorySource(FrameSource):
+    """Replays ``items`` (decoded frames) in order, cycling, until ``count`` frames were handed out.
+
+    Args:
+        items: ``(image, source_id, label)`` tuples, e.g. from :func:`decode_folder`; the images are
+            handed out as they are (not copied: do not modify them).
+        count: frames to hand out in total (default ``len(items)``; more = cycle through again).
+        camera: settings (only ``fps`` is used, by :meth:`FrameSource.frames`).
+
+    Raises:
+        ValueError: no items, or ``count`` < 0.
+    """
+
+    is_replay = True
+
+    def __init__(self, items: Sequence[MemoryItem], count: int | None = None,
+                 camera: CameraSettings | None = None, name: str = "memory") -> None:
+        if not items:
+            raise ValueError("MemorySource needs at least one frame (items is empty)")
+        if count is not None and count < 0:
+            raise ValueError(f"count = {count}, expected >= 0")
+        super().__init__(name, camera or CameraSettings(source=name), "RGB")
+        self._items = list(items)
+        self.count = len(self._items) if count is None else int(count)
+        self._given = 0
+
+    def planned_frames(self) -> int:
+        return self.count
+
+    def _start(self) -> None:
+        self._set_state("ok")
+
+    def _close(self) -> None:
+        pass
+
+    def next_frame(self, timeout: float = 1.0) -> Frame | None:
+        with self._lock:
+            if self._stop.is_set() or self._given >= self.count:
+                done = not self._stop.is_set() and not self._exhausted
+                if done:
+                    self._exhausted = True
+            else:
+                i = self._given
+                self._given += 1
+                self._stats["frames"] += 1
+                image, source_id, label = self._items[i % len(self._items)]
+                return Frame(image, time.monotonic(), time.time(), i, source_id, label)
+        if done:
+            self._set_state("exhausted")
+        return None
+
+    def latest(self, after: float | None = None, timeout: float = 1.0) -> Frame | None:
+        wait = 0.0 if after is None else min(after - time.monotonic(), max(0.0, timeout))
+        if wait > 0 and self._stop.wait(wait):  # emulate the trigger delay
+            return None
+        return self.next_frame(timeout)
