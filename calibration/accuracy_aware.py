@@ -158,8 +158,9 @@ class GatedModel:
         return out
 
 
-def _evaluation(val: LabelledSet, fp32_pred: np.ndarray, int8_pred: np.ndarray, fp32_path: Path,
-                int8_path: Path) -> Evaluation:
+def make_evaluation(val: LabelledSet, fp32_pred: np.ndarray, int8_pred: np.ndarray, fp32_path: Path,
+                    int8_path: Path) -> Evaluation:
+    """FP32 vs INT8 :class:`~calibration.evaluate.Evaluation` from predictions on ``val``."""
     ev = Evaluation(val.folder, val.labels, val.pass_labels, val.files, val.skipped, val.y)
     for name, path, pred in (("FP32", fp32_path, fp32_pred), ("INT8", int8_path, int8_pred)):
         ev.models.append(ModelResult(name, path, pred, compute_metrics(val.y, pred, val.labels, val.pass_labels)))
@@ -216,10 +217,10 @@ def quantize_and_gate(
     plain_gates = gates_for(plain_pred)
     seconds["quantize_eval"] = time.perf_counter() - t0
     log.info("plain INT8: %s", plain_gates["val"].message())
-    if not accuracy_aware or plain_gates["val"].passed and (split is None or plain_gates["confirm"].passed):
+    if not accuracy_aware or (plain_gates["val"].passed and (split is None or plain_gates["confirm"].passed)):
         passed = plain_gates["val"].passed and (split is None or plain_gates["confirm"].passed)
         return GatedModel(plain, passed, plain_gates, plain_gates,
-                          _evaluation(val, fp32_pred, plain_pred, fp32_path, plain.path), seconds=seconds)
+                          make_evaluation(val, fp32_pred, plain_pred, fp32_path, plain.path), seconds=seconds)
 
     assert split is not None
     sel_idx = split[0]
@@ -261,5 +262,5 @@ def quantize_and_gate(
     seconds["final_eval"] = time.perf_counter() - t0
     passed = gates["val"].passed and gates["confirm"].passed
     return GatedModel(final, passed, gates, plain_gates,
-                      _evaluation(val, fp32_pred, final_pred, fp32_path, final.path), ranking, result, seconds)
+                      make_evaluation(val, fp32_pred, final_pred, fp32_path, final.path), ranking, result, seconds)
 

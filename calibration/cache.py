@@ -30,6 +30,14 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
+def file_mode() -> int:
+    """Permission bits a normally created file gets here (0o666 minus the umask): temporary files
+    from ``tempfile.mkstemp`` are 0600, which would hide a model or engine from the service user."""
+    um = os.umask(0o022)
+    os.umask(um)
+    return 0o666 & ~um
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file in the same folder + ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +46,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

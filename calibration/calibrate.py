@@ -277,9 +277,11 @@ def quantize_with_modelopt(
     """
     import onnx
 
-    from calibration.modelopt_quant import quantize_modelopt
+    from calibration.modelopt_quant import MODELOPT_METHODS, modelopt_available, quantize_modelopt
     from calibration.quantize import stamp_metadata
 
+    if method not in MODELOPT_METHODS or not modelopt_available():  # fail before decoding any image
+        quantize_modelopt(model, np.zeros((0,), np.float32), out, method=method, input_name=spec.input_name)
     t0 = time.perf_counter()
     images = scan_images(calib_dir)
     data = preprocess_folder(images.files, spec, progress=progress, desc="calibration images")

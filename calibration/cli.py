@@ -135,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(ev.to_dict() | {"model_spec_from": str(spec_source)}, args.json)
     if args.json != "-":
+        print(f"model spec (from {spec_source}): {spec.describe()}")
         print(ev.format_table())
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from calibration.cache import file_mode
 from calibration.ranges import ort_method, quiet_ort_quantization
 from edge.model_spec import ModelSpec, spec_to_metadata
 
@@ -95,6 +96,7 @@ def stamp_metadata(src: str | Path, dst: str | Path, spec: ModelSpec,
     os.close(fd)
     try:
         onnx.save(model, tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):

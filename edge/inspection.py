@@ -37,7 +37,7 @@ import numpy as np
 from edge.decision import Verdict, check_decision_settings, decide
 from edge.parts import Part, PartTracker
 from edge.plc.telegram import encode_result
-from edge.preprocess import Preprocessor
+from edge.preprocess import Preprocessor, fit_key
 from edge.result import InspectionResult, ModelInfo, failsafe_verdict
 from edge.settings import DecisionSettings, Settings
 from edge.summary import RunSummary
@@ -351,12 +351,15 @@ class Inspector:
         and every part was answered fail-safe ERROR."""
         t0 = time.monotonic()
         slots = self._slots
+        key = slots.fit_key
+        images = [f.prepared if f.prepared is not None and f.prepared_key == key else f.image
+                  for _, f, _ in jobs]  # a frame the capture thread already fitted skips the resize
         try:
-            pending = slots.submit([f.image for _, f, _ in jobs])
+            pending, t_pre = slots.submit(images)
         except Exception as exc:  # noqa: BLE001 - any runtime error: the parts get a fail-safe ERROR
             self._infer_failed(jobs, exc)
             return None
-        return _Batch(jobs, pending, t0, time.monotonic(), slots)
+        return _Batch(jobs, pending, t0, t_pre, slots)
 
     def _infer_failed(self, jobs: list[tuple[Part, Any, float]], exc: BaseException) -> None:
         self.stats["infer_errors"] += 1
@@ -471,6 +474,7 @@ class _Slots:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.spec = backend.spec
+        self.fit_key = fit_key(self.spec)
         self.max_batch = int(backend.max_batch)
         self.asynchronous = callable(getattr(backend, "submit", None)) and callable(
             getattr(backend, "input_buffer", None))
@@ -482,21 +486,23 @@ class _Slots:
             self._pre = [Preprocessor(self.spec, self.max_batch)]
         self._next = 0
 
-    def submit(self, frames: list[np.ndarray]) -> _Pending:
-        """Preprocess ``frames`` into the next slot and start the inference; ``.wait()`` gives the
-        probabilities ``[n,C] float32``."""
+    def submit(self, frames: list[np.ndarray]) -> tuple[_Pending, float]:
+        """Preprocess ``frames`` into the next slot and start the inference (synchronous backends:
+        run it). Returns the pending result (``.wait()`` gives probabilities ``[n,C] float32``) and
+        the time.monotonic() s when preprocessing ended."""
         slot = self._next
         self._next = (slot + 1) % self.depth
         batch = self._pre[slot].batch(frames)
+        t_pre = time.monotonic()
         if self.asynchronous:
             pending: _Pending = self.backend.submit(slot, len(frames))
-            return pending
-        return _Done(self.backend.infer(batch))
+            return pending, t_pre
+        return _Done(self.backend.infer(batch)), t_pre
 
 
 class _Batch:
-    """Jobs whose inference was started; ``t_start`` before preprocessing, ``t_submitted`` after
-    (time.monotonic() s)."""
+    """Jobs whose inference was started; ``t_start`` before preprocessing, ``t_submitted`` when
+    preprocessing ended (time.monotonic() s)."""
 
     __slots__ = ("jobs", "pending", "slots", "t_start", "t_submitted")
 

@@ -232,6 +232,51 @@ def _fit(img: np.ndarray, spec: ModelSpec, ws: _Workspace) -> np.ndarray:
     return canvas
 
 
+def _normalized(frame: np.ndarray, spec: ModelSpec, ws: _Workspace) -> np.ndarray:
+    """[H,W,1] -> [H,W]; C-contiguous; alpha dropped unless the Pillow path ignores it anyway."""
+    img = frame
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not img.flags.c_contiguous:
+        img = np.ascontiguousarray(img)
+    if img.ndim == 3 and img.shape[2] == 4 and (img.dtype == np.uint16 or spec.interpolation != "pillow_bilinear"):
+        # drop alpha (order unchanged); Pillow maps an 8-bit RGBA frame as RGBX and never reads the 4th channel
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB, dst=ws.get("rgb", img.shape[:2] + (3,), img.dtype))
+    return img
+
+
+def fit_key(spec: ModelSpec) -> tuple[object, ...]:
+    """What a fitted image depends on: input size, resize mode, interpolation."""
+    return (tuple(spec.input_size), spec.resize, spec.interpolation)
+
+
+class Fitter:
+    """Step 2 alone (resize/crop/pad on the integer image), into a new array: ``fitter(frame)`` is
+    ``[H,W]`` or ``[H,W,3]`` of the frame's dtype at the model input size.
+
+    For a capture thread: the resize then happens when the frame is captured, off the trigger
+    path, and ``preprocess(fitter(frame), spec)`` equals ``preprocess(frame, spec)`` bit for bit
+    (an image already at the input size passes step 2 unchanged in every resize mode).
+    ``key`` (:func:`fit_key`) tells whether a fitted image suits a spec.
+
+    Raises (on call):
+        PreprocessError: wrong frame dtype/shape.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.key = fit_key(spec)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        ws = _workspace()
+        fitted = _fit(_normalized(_check_frame(frame), self.spec, ws), self.spec, ws)
+        if fitted.ndim == 3 and fitted.shape[2] == 4:  # Pillow's RGBX
+            fitted = fitted[:, :, :3]
+        if fitted.shape == frame.shape and np.shares_memory(fitted, frame):
+            return frame  # already at the input size: the frame itself (frames are never modified)
+        return np.array(fitted, order="C", copy=True)  # never a per-thread buffer: it leaves this thread
+
+
 def preprocess(frame: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
     """Turn one frame into the model input ``[3,H,W] float32`` (see the module docstring).
 
@@ -255,15 +300,7 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None
         got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
         raise PreprocessError(f"out buffer is {got}, expected float32 (3, {H}, {W})")
     ws = _workspace()
-    img = frame
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if not img.flags.c_contiguous:
-        img = np.ascontiguousarray(img)
-    if img.ndim == 3 and img.shape[2] == 4 and (img.dtype == np.uint16 or spec.interpolation != "pillow_bilinear"):
-        # drop alpha (order unchanged); Pillow maps an 8-bit RGBA frame as RGBX and never reads the 4th channel
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB, dst=ws.get("rgb", img.shape[:2] + (3,), img.dtype))
-    fitted = _fit(img, spec, ws)
+    fitted = _fit(_normalized(frame, spec, ws), spec, ws)
     if frame.dtype == np.uint8:
         luts = _luts(spec.scale, spec.mean, spec.std)
         for c in range(3):

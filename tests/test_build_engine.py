@@ -52,6 +52,10 @@ def test_int8_build_is_strongly_typed_with_profile_and_workspace(fake_trt, convn
     assert plan["profiles"] == [{"input": [[1, 3, 16, 16], [2, 3, 16, 16], [4, 3, 16, 16]]}]
     side = read_sidecar(res.path)
     assert res.sidecar_path == sidecar_path(res.path) == tmp_path / "out" / "net.engine.json"
+    from calibration.cache import file_mode
+
+    # not mkstemp's 0600: the service user must be able to read the engine
+    assert (res.path.stat().st_mode & 0o777) == (res.sidecar_path.stat().st_mode & 0o777) == file_mode()
     assert side["trt_version"] == "10.3.0.30" and side["device_name"] == GPU[0]
     assert side["compute_capability"] == [8, 7] and side["precision"] == "int8"
     assert side["inputs"] == [{"name": "input", "shape": [-1, 3, 16, 16], "dtype": "float32"}]

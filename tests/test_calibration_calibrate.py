@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from qdq_models import LABELS, corrupt_images, make_convnet, make_images
+from qdq_models import corrupt_images, make_convnet, make_images
 
 from calibration.cache import RangeCache
 from calibration.calibrate import CalibrationError, calibration_report, prepare_ranges, write_qdq_model
@@ -123,5 +123,15 @@ def test_calibrate_cli_writes_model_and_report(tmp_path: Path, convnet: Path, ca
     assert "image folder not found" in capsys.readouterr().err
 
 
-def test_labels_come_from_model_folder() -> None:
-    assert LABELS == ("good", "scratch", "dent")
+
+
+def test_modelopt_method_needs_modelopt(tmp_path: Path, convnet: Path, calib: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from calibration.modelopt_quant import modelopt_available
+    from edge.cli import main
+
+    if modelopt_available():
+        pytest.skip("ModelOpt is installed here")
+    assert main(["calibrate", str(convnet), "--calib", str(calib), "--method", "modelopt-entropy",
+                 "--out", str(tmp_path / "m.onnx"), "--no-progress"]) == 1
+    assert "--method modelopt-entropy needs NVIDIA ModelOpt" in capsys.readouterr().err

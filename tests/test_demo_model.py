@@ -69,7 +69,7 @@ def test_demo_model_file_metadata_and_spec() -> None:
     assert inp.name == "input" and out.name == "logits"
     in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-    assert isinstance(in_dims[0], str) and in_dims[1:] == [3, 96, 96]
+    assert isinstance(in_dims[0], str) and in_dims[1:] == [3, 112, 112]
     assert isinstance(out_dims[0], str) and out_dims[1:] == [4]
 
     meta = {p.key: p.value for p in model.metadata_props}
@@ -78,13 +78,13 @@ def test_demo_model_file_metadata_and_spec() -> None:
         assert key in meta, key
     assert ast.literal_eval(meta["names"]) == {0: "free", 1: "scratch", 2: "hole", 3: "crack"}
     assert json.loads(meta["edgeqc.labels"]) == list(synth.CLASSES)
-    assert meta["imgsz"] == "[96, 96]" and meta["task"] == "classify"
+    assert meta["imgsz"] == "[112, 112]" and meta["task"] == "classify"
     # a renderer change needs a retrained model (tools/make_demo_model.py)
     assert meta["edgeqc.demo.synth_version"] == str(synth.SYNTH_VERSION)
 
     spec = resolve_spec(DEMO_MODEL)  # no config: everything from the metadata
     assert spec.labels == synth.CLASSES
-    assert (spec.input_name, spec.output_name, spec.input_size) == ("input", "logits", (96, 96))
+    assert (spec.input_name, spec.output_name, spec.input_size) == ("input", "logits", (112, 112))
     assert (spec.resize, spec.interpolation, spec.channel_order) == ("stretch", "area", "RGB")
     assert spec.scale == pytest.approx(1 / 255) and spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3
     assert spec.output == "logits" and spec.dynamic_batch and spec.max_batch is None

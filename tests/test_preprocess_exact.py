@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from edge.model_spec import ModelSpec
-from edge.preprocess import Preprocessor, preprocess
+from edge.preprocess import Fitter, Preprocessor, fit_key, preprocess
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -75,3 +75,22 @@ def test_pillow_path_allocates_nothing_frame_sized(shape: tuple[int, ...]) -> No
         tracemalloc.stop()
     assert peak - base < 8 * 1024  # one 224x224 uint8 plane alone would be 50 kB
     assert current - base < 1024
+
+
+@pytest.mark.parametrize("resize", ["stretch", "center_crop", "letterbox"])
+@pytest.mark.parametrize("interpolation", ["pillow_bilinear", "area", "linear"])
+def test_fitter_then_preprocess_equals_preprocess(resize: str, interpolation: str) -> None:
+    rng = np.random.default_rng(7)
+    s = spec(24, 20, resize=resize, interpolation=interpolation)
+    fitter = Fitter(s)
+    frames = [rng.integers(0, 256, (50, 37), dtype=np.uint8), rng.integers(0, 256, (31, 64, 3), dtype=np.uint8),
+              rng.integers(0, 256, (40, 40, 4), dtype=np.uint8), rng.integers(0, 65536, (33, 21, 3), dtype=np.uint16)]
+    fitted = [fitter(f) for f in frames]
+    for f, fit in zip(frames, fitted):  # later calls did not overwrite earlier results
+        assert fit.shape[:2] == (24, 20) and fit.dtype == f.dtype and fit.flags.c_contiguous
+        assert preprocess(fit, s).view(np.uint32).tolist() == preprocess(f, s).view(np.uint32).tolist()
+    assert fitter.key == fit_key(s) != fit_key(spec(24, 21, resize=resize, interpolation=interpolation))
+    same = rng.integers(0, 256, (24, 20), dtype=np.uint8)
+    if resize != "letterbox":  # (letterbox always composes onto its canvas)
+        assert fitter(same) is same  # already at the input size: no copy
+    np.testing.assert_array_equal(fitter(same), same)

@@ -9,7 +9,7 @@ build of torch (a plain ``pip install torch`` may pull a multi-GB CUDA build)::
         pydantic pydantic-settings pillow      # the last three: edgeqc's own preprocess/model_spec
     /tmp/torchvenv/bin/python tools/make_demo_model.py            # ~5 min on 2 CPU cores
 
-Writes ``edge/demo/demo_model.onnx`` (opset 17, input ``input`` ``[N,3,96,96] float32`` RGB,
+Writes ``edge/demo/demo_model.onnx`` (opset 17, input ``input`` ``[N,3,112,112] float32`` RGB,
 ``(x/255 - 0.5)/0.5``, stretch-resized with OpenCV INTER_AREA; output ``logits`` ``[N,4] float32``
 in the order of ``edge.demo.synth.CLASSES``; the model spec in ``metadata_props`` so edgeqc needs no
 configuration) and ``edge/demo/demo_model.json`` (training facts: set sizes, seeds, validation
@@ -61,9 +61,9 @@ SPEC = ModelSpec(
     labels=tuple(synth.CLASSES),
     input_name="input",
     output_name="logits",
-    input_size=(96, 96),  # (H, W)
+    input_size=(112, 112),  # (H, W)
     resize="stretch",
-    interpolation="area",  # OpenCV INTER_AREA: cheap and alias-free for this 160 -> 96 downscale
+    interpolation="area",  # OpenCV INTER_AREA: cheap and alias-free for this 160 -> 112 downscale
     channel_order="RGB",
     scale=1.0 / 255.0,
     mean=(0.5, 0.5, 0.5),
@@ -77,7 +77,7 @@ INPUT_SIZE = SPEC.input_size
 
 # ------------------------------------------------------------------------------------------------ data
 def model_input(img_bgr: np.ndarray) -> np.ndarray:
-    """Rendered BGR frame -> ``[3,96,96] float32``, exactly as the runtime does it: the capture
+    """Rendered BGR frame -> ``[3,112,112] float32``, exactly as the runtime does it: the capture
     boundary's :func:`edge.frames.to_channel_order`, then :func:`edge.preprocess.preprocess`."""
     return preprocess(to_channel_order(img_bgr, SPEC.channel_order), SPEC)
 
@@ -94,7 +94,7 @@ def _render_chunk(args: tuple[int, str, str, int, int]) -> tuple[np.ndarray, np.
 
 def render_set(seed: int, split: str, per_class: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """Render ``per_class`` images of every class and preprocess them:
-    ``([N,3,96,96] float32, [N] int64 class index)``, class-major order."""
+    ``([N,3,112,112] float32, [N] int64 class index)``, class-major order."""
     chunk = 200
     jobs = [(seed, split, c, k, min(k + chunk, per_class)) for c in synth.CLASSES for k in range(0, per_class, chunk)]
     with ProcessPoolExecutor(max_workers=workers) as ex:
@@ -120,7 +120,7 @@ def metadata_props() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------------------- model
 def build_model():
-    """Tiny CNN, ~77 k parameters: 6 conv3x3+BN+ReLU (4 of stride 2: 96 -> 6 px), global MAX pool,
+    """Tiny CNN, ~77 k parameters: 6 conv3x3+BN+ReLU (4 of stride 2: 112 -> 7 px), global MAX pool,
     linear. Max rather than average pooling: a defect covers well under 1 % of the image, and the
     max passes its evidence on undiluted (with average pooling training stalled for longer)."""
     from torch import nn
@@ -129,12 +129,12 @@ def build_model():
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     return nn.Sequential(
-        *block(3, 16, 2),  # 48x48
-        *block(16, 32, 2),  # 24x24
+        *block(3, 16, 2),  # 56x56
+        *block(16, 32, 2),  # 28x28
         *block(32, 32, 1),
-        *block(32, 48, 2),  # 12x12
+        *block(32, 48, 2),  # 14x14
         *block(48, 48, 1),
-        *block(48, 64, 2),  # 6x6
+        *block(48, 64, 2),  # 7x7
         nn.AdaptiveMaxPool2d(1),
         nn.Flatten(),
         nn.Linear(64, len(synth.CLASSES)),

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
+from calibration.cache import file_mode
 from trt_build.profile import ProfileShape, choose_profile, onnx_input_shapes
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

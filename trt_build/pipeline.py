@@ -79,7 +79,8 @@ def _engine_or_stop(req: BuildRequest, onnx: Path, spec: Any, *, calib_sha: str 
             how = f"  edgeqc build --from-int8 {onnx} --out DIR"
         else:
             what = ""
-            how = f"  edgeqc build {onnx} --precision {req.build_options.precision} --out DIR"
+            how = (f"  edgeqc build {onnx} --precision {req.build_options.precision} --out DIR  (plus the same "
+                   "model spec flags / --config)")
         print(f"\nSTOP: {exc}.\n{what}Build the engine on the target device (with the TensorRT version and GPU "
               f"that will run it):\n{how}", file=out)
         print(f"exit code {EXIT_NO_TENSORRT}: engine not built here (no TensorRT)", file=out)
@@ -152,6 +153,7 @@ def _int8(req: BuildRequest, out: Any) -> int:
     print(f"model {req.model}: {spec.describe()}", file=out)
 
     val = load_labelled(req.val, spec, req.pass_labels, progress=req.progress)
+    ranges = None
     try:
         if req.method.startswith("modelopt-"):
             if req.accuracy_aware:
@@ -182,6 +184,8 @@ def _int8(req: BuildRequest, out: Any) -> int:
                                       on_trial=on_trial)
     finally:
         val.close()
+        if ranges is not None:
+            ranges.close()  # drops the preprocessed calibration images; the numbers stay
     print(file=out)
     print(gated.evaluation.format_table(), file=out)
     print(file=out)
@@ -210,7 +214,6 @@ def _int8(req: BuildRequest, out: Any) -> int:
 
         write_json(report, req.json_out)
     print(f"Q/DQ model {gated.qdq.path}; report {report_path}", file=out)
-    ranges.close()
     if not gated.passed:
         hint = ("" if req.accuracy_aware else
                 "\nTry --accuracy-aware: it keeps the costliest layers in float until the gate passes.")
@@ -229,7 +232,7 @@ def _gate_existing(int8_path: Path, req: BuildRequest, spec: Any, val: Any, thre
     """Gate an already written Q/DQ model (the ModelOpt path) on the whole labelled folder."""
     import onnx
 
-    from calibration.accuracy_aware import GatedModel, _evaluation, gate_on
+    from calibration.accuracy_aware import GatedModel, gate_on, make_evaluation
     from calibration.calibrate import QdqModel
     from calibration.evaluate import OrtClassifier
     from calibration.graph_stats import precision_stats
@@ -243,4 +246,4 @@ def _gate_existing(int8_path: Path, req: BuildRequest, spec: Any, val: Any, thre
     m = onnx.load(str(int8_path))
     qdq = QdqModel(int8_path, file_sha256(int8_path), tuple(req.exclude), require_valid_qdq(m, str(int8_path)),
                    precision_stats(m, spec.input_size), 0.0)
-    return GatedModel(qdq, g["val"].passed, g, g, _evaluation(val, fp32_pred, pred, req.model, int8_path))
+    return GatedModel(qdq, g["val"].passed, g, g, make_evaluation(val, fp32_pred, pred, req.model, int8_path))

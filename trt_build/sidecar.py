@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from calibration.cache import file_mode
 from edge.backends.engine_sidecar import sidecar_path
 from edge.model_spec import ModelSpec, spec_to_dict
 from trt_build.builder import BuiltPlan
@@ -84,6 +85,7 @@ def _stage(folder: Path, name: str, data: bytes) -> str:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
     except BaseException:
         os.unlink(tmp)
         raise

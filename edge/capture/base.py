@@ -52,6 +52,10 @@ class Frame:
         source_id: where the frame came from: file path relative to the replayed folder
             (``crack/exp1_num_1.jpg``), ``video.mp4#frame12``, or ``<source>#<index>`` for cameras.
         label: folder sources: name of the first-level subfolder (ground truth); else None.
+        prepared: the image already fitted to the model input by the source's
+            :attr:`FrameSource.prepare` in the capture thread (off the trigger path), or None.
+        prepared_key: ``prepare.key`` it was made with (the loop uses ``prepared`` only when it
+            matches the running model's :func:`edge.preprocess.fit_key`).
     """
 
     image: np.ndarray
@@ -60,6 +64,8 @@ class Frame:
     index: int
     source_id: str
     label: str | None = None
+    prepared: np.ndarray | None = None
+    prepared_key: object = None
 
 
 class FrameSource:
@@ -88,6 +94,23 @@ class FrameSource:
         self._exhausted = False
         self._started = False
         self._stats = {"frames": 0, "corrupt": 0, "reconnects": 0, "dropped_stale": 0}
+        self.prepare: Callable[[np.ndarray], np.ndarray] | None = None
+        """Optional per-frame work done in the capture thread, e.g. :class:`edge.preprocess.Fitter`
+        (its ``key`` attribute is stored as ``Frame.prepared_key``). Set before :meth:`start`."""
+
+    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray | None, object]:
+        """``(prepare(image), prepare.key)``; ``(None, None)`` without ``prepare`` or when it fails
+        (logged once per source; the loop then preprocesses the frame itself)."""
+        fn = self.prepare
+        if fn is None:
+            return None, None
+        try:
+            return fn(image), getattr(fn, "key", None)
+        except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the capture; preprocess reports it
+            if not getattr(self, "_prepare_failed", False):
+                self._prepare_failed = True
+                log.warning("capture %s: prepare failed (%s); frames go unprepared", self.name, exc)
+            return None, None
 
     # -- status ----------------------------------------------------------------------------
     @property

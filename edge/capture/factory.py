@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
+import numpy as np
 
 from edge.capture.base import CaptureError, FrameSource, log
 from edge.capture.live import LiveSource
@@ -34,8 +35,22 @@ _GROUP_HINT = "Add the service user to the 'video' group (`sudo usermod -aG vide
 
 def open_source(camera: CameraSettings, channel_order: str = "RGB", demo_folder: str | Path | None = None,
                 on_state: Callable[[str], object] | None = None,
-                lister: Callable[[Path], list[Path]] | None = None) -> FrameSource:
+                lister: Callable[[Path], list[Path]] | None = None,
+                prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> FrameSource:
     """Create the frame source for ``camera.source`` (not started: call ``start()`` or use ``with``).
+
+    ``prepare`` (e.g. ``edge.preprocess.Fitter(spec)``) runs on every frame in the capture thread
+    (see :attr:`FrameSource.prepare`); the other arguments are described below.
+    """
+    src = _open_source(camera, channel_order, demo_folder, on_state, lister)
+    src.prepare = prepare
+    return src
+
+
+def _open_source(camera: CameraSettings, channel_order: str = "RGB", demo_folder: str | Path | None = None,
+                 on_state: Callable[[str], object] | None = None,
+                 lister: Callable[[Path], list[Path]] | None = None) -> FrameSource:
+    """Create the frame source for ``camera.source``.
 
     Args:
         camera: the ``camera`` settings section.

@@ -152,7 +152,8 @@ class LiveSource(FrameSource):
                 if not ok or img is None:
                     att.reason = "read failed (stream ended, device unplugged or read timeout)"
                     return
-                if not self._publish(att, frame_image(img, self.channel_order), t, wall):
+                image = frame_image(img, self.channel_order)
+                if not self._publish(att, image, t, wall, *self._prepared(image)):
                     return
         except Exception as exc:  # noqa: BLE001 - CaptureError from the opener, cv2.error from read
             att.reason = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
@@ -165,7 +166,8 @@ class LiveSource(FrameSource):
             att.released.set()
             att.done.set()
 
-    def _publish(self, att: _Attempt, image: np.ndarray, t: float, wall: float) -> bool:
+    def _publish(self, att: _Attempt, image: np.ndarray, t: float, wall: float,
+                 prepared: np.ndarray | None = None, key: object = None) -> bool:
         with self._cond:
             if att.gen != self._attempt.gen:
                 return False
@@ -173,7 +175,7 @@ class LiveSource(FrameSource):
             self._stats["frames"] += 1
             if self._newest is not None and not self._newest_taken:
                 self._stats["dropped_stale"] += 1
-            self._newest = Frame(image, t, wall, index, f"{self.name}#{index}", None)
+            self._newest = Frame(image, t, wall, index, f"{self.name}#{index}", None, prepared, key)
             self._newest_taken = False
             self._progress_t = t
             att.frames += 1

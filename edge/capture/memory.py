@@ -9,6 +9,7 @@ gives the next frame, ``exhausted`` at the end), without a reader thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,6 +54,8 @@ class MemorySource(FrameSource):
         items: ``(image, source_id, label)`` tuples, e.g. from :func:`decode_folder`; the images are
             handed out as they are (not copied: do not modify them).
         count: frames to hand out in total (default ``len(items)``; more = cycle through again).
+        gated: hand out frames only as :meth:`release` allows (a benchmark feeds a running
+            station block by block); the replay ends after :meth:`finish`. ``count`` is ignored.
         camera: settings (only ``fps`` is used, by :meth:`FrameSource.frames`).
 
     Raises:
@@ -61,7 +64,7 @@ class MemorySource(FrameSource):
 
     is_replay = True
 
-    def __init__(self, items: Sequence[MemoryItem], count: int | None = None,
+    def __init__(self, items: Sequence[MemoryItem], count: int | None = None, *, gated: bool = False,
                  camera: CameraSettings | None = None, name: str = "memory") -> None:
         if not items:
             raise ValueError("MemorySource needs at least one frame (items is empty)")
@@ -69,31 +72,65 @@ class MemorySource(FrameSource):
             raise ValueError(f"count = {count}, expected >= 0")
         super().__init__(name, camera or CameraSettings(source=name), "RGB")
         self._items = list(items)
-        self.count = len(self._items) if count is None else int(count)
+        self.gated = gated
+        self._allowed = 0 if gated else (len(self._items) if count is None else int(count))
+        self._ended = not gated
         self._given = 0
+        self._prepared_items: list[tuple[np.ndarray | None, object]] = []
+        self._cv = threading.Condition(self._lock)
+
+    @property
+    def given(self) -> int:
+        """Frames handed out so far."""
+        with self._lock:
+            return self._given
 
     def planned_frames(self) -> int:
-        return self.count
+        return self._allowed
+
+    def release(self, n: int) -> None:
+        """Gated: allow ``n`` more frames."""
+        with self._cv:
+            self._allowed += int(n)
+            self._cv.notify_all()
+
+    def finish(self) -> None:
+        """Gated: no more frames after those released; the replay is then exhausted."""
+        with self._cv:
+            self._ended = True
+            self._cv.notify_all()
 
     def _start(self) -> None:
+        if self.prepare is not None:  # done once, up front: the frames are in memory anyway
+            self._prepared_items = [self._prepared(img) for img, _, _ in self._items]
         self._set_state("ok")
 
     def _close(self) -> None:
-        pass
+        with self._cv:
+            self._cv.notify_all()
 
     def next_frame(self, timeout: float = 1.0) -> Frame | None:
-        with self._lock:
-            if self._stop.is_set() or self._given >= self.count:
-                done = not self._stop.is_set() and not self._exhausted
-                if done:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cv:
+            while True:
+                if self._stop.is_set():
+                    return None
+                if self._given < self._allowed:
+                    i = self._given
+                    self._given += 1
+                    self._stats["frames"] += 1
+                    image, source_id, label = self._items[i % len(self._items)]
+                    prepared, key = self._prepared_items[i % len(self._items)] if self._prepared_items else (None, None)
+                    return Frame(image, time.monotonic(), time.time(), i, source_id, label, prepared, key)
+                if self._ended:
+                    newly = not self._exhausted
                     self._exhausted = True
-            else:
-                i = self._given
-                self._given += 1
-                self._stats["frames"] += 1
-                image, source_id, label = self._items[i % len(self._items)]
-                return Frame(image, time.monotonic(), time.time(), i, source_id, label)
-        if done:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(left)
+        if newly:
             self._set_state("exhausted")
         return None
 

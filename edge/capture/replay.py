@@ -27,6 +27,7 @@ from edge.settings import CameraSettings
 PREFETCH = 2
 _END = object()
 _Item = tuple[np.ndarray, str, "str | None"]
+_Queued = tuple[np.ndarray, str, "str | None", "np.ndarray | None", object]
 
 
 class _ReplaySource(FrameSource):
@@ -64,8 +65,9 @@ class _ReplaySource(FrameSource):
         try:
             while not self._stop.is_set():
                 produced = 0
-                for item in self._one_pass():
-                    self._queue.put(item)
+                for image, source_id, label in self._one_pass():
+                    prepared, key = self._prepared(image)  # e.g. the resize, ahead of the trigger
+                    self._queue.put((image, source_id, label, prepared, key))
                     if self._stop.is_set():
                         return
                     produced += 1
@@ -101,11 +103,11 @@ class _ReplaySource(FrameSource):
             self._exhausted = True
             self._set_state("exhausted")
             return None
-        image, source_id, label = cast(_Item, item)
+        image, source_id, label, prepared, key = cast(_Queued, item)
         with self._lock:
             index = self._stats["frames"]
             self._stats["frames"] += 1
-        return Frame(image, time.monotonic(), time.time(), index, source_id, label)
+        return Frame(image, time.monotonic(), time.time(), index, source_id, label, prepared, key)
 
     def latest(self, after: float | None = None, timeout: float = 1.0) -> Frame | None:
         deadline = time.monotonic() + max(0.0, timeout)

@@ -131,19 +131,19 @@ class _Part:
         return bool(self.interior[xy[:, 1], xy[:, 0]].all())
 
 
-def _placed(rng: np.random.Generator, part: _Part, make, tries: int = 30) -> np.ndarray:
-    """Points from ``make(rng, start_point)`` that lie wholly inside the part: up to ``tries`` draws
-    (the last draw is shrunk towards its start until it fits)."""
+def _placed(rng: np.random.Generator, part: _Part, make, tries: int = 40) -> np.ndarray:
+    """Points from ``make(rng, start_point)`` that lie wholly inside the part: up to ``tries`` draws,
+    in the second half also tried at 70 % size; last resort the last draw at 50 % size."""
     pts = make(rng, part.point(rng))
-    for _ in range(tries - 1):
+    for i in range(tries):
         if part.inside(pts):
             return pts
+        if i >= tries // 2:
+            small = pts[0] + (pts - pts[0]) * 0.7
+            if part.inside(small):
+                return small
         pts = make(rng, part.point(rng))
-    for f in (0.8, 0.6, 0.4, 0.2):
-        small = pts[0] + (pts - pts[0]) * f
-        if part.inside(small):
-            return small
-    return pts[0] + (pts - pts[0]) * 0.1
+    return pts[0] + (pts - pts[0]) * 0.5
 
 
 def _metal(rng: np.random.Generator, part: _Part) -> np.ndarray:
@@ -182,8 +182,8 @@ def _scratches(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None
     n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
     for _ in range(n):
         pts = _placed(rng, part, segment)
-        thick = 1 if rng.random() < 0.7 else 2
-        contrast = rng.uniform(25, 75) * (1.0 if rng.random() < 0.7 else -1.0)
+        thick = 1 if rng.random() < 0.65 else 2
+        contrast = rng.uniform(35, 80) * (1.0 if rng.random() < 0.75 else -1.0)
         m = np.zeros_like(layer, dtype=np.uint8)
         cv2.polylines(m, [_fix(pts)], False, 255, thick, cv2.LINE_AA, _SHIFT)
         layer += m.astype(np.float32) * (contrast / 255.0)
@@ -212,21 +212,21 @@ def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, steps: in
     pts = [start]
     for _ in range(steps):
         heading += rng.normal(0, 0.12)
-        step_dir = heading + rng.normal(0, 0.8)
-        step = rng.uniform(3.0, 6.0)
+        step_dir = heading + rng.normal(0, 0.9)
+        step = rng.uniform(3.5, 7.0)
         pts.append(pts[-1] + step * np.array([math.cos(step_dir), math.sin(step_dir)]))
     return np.array(pts)
 
 
 def _cracks(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None:
-    """A dark zig-zag (8-15 steps of 3-6 px), tapered (one half wider), sometimes branched."""
+    """A dark zig-zag (7-13 steps of 3.5-7 px), often tapered (one half wider), sometimes branched."""
     heading = rng.uniform(0, 2 * np.pi)
-    steps = int(rng.integers(8, 16))
+    steps = int(rng.integers(7, 14))
     pts = _placed(rng, part, lambda r, p0: _walk(r, p0, heading, steps))
-    contrast = rng.uniform(45, 100)
+    contrast = rng.uniform(50, 100)
     m = np.zeros_like(layer, dtype=np.uint8)
     half = len(pts) // 2
-    wide = rng.random() < 0.5  # the older half of the crack has opened wider
+    wide = rng.random() < 0.6  # the older half of the crack has opened wider
     cv2.polylines(m, [_fix(pts[: half + 1])], False, 255, 2 if wide else 1, cv2.LINE_AA, _SHIFT)
     cv2.polylines(m, [_fix(pts[half:])], False, 255, 1, cv2.LINE_AA, _SHIFT)
     if rng.random() < 0.4:  # branch

@@ -1,0 +1,93 @@
+"""``edgeqc bench``: the runtime's overhead over the bare model, measured side by side (issue 6).
+
+Prints a table and writes JSON. Every ratio comes from figures taken in the same run, in
+alternating blocks, so they hold on a loaded machine. Items (docs/performance.md):
+
+1. bare ONNX Runtime on pre-made tensors vs the full free-run pipeline on the same images;
+2. trigger -> ``RES`` latency over a serial pty at ``--rate`` vs bare inference at that rate;
+3. FP32 vs INT8 Q/DQ on the CPU: latency and accuracy on the labelled folder;
+4. per-stage breakdown (capture, preprocess, infer, decide, PLC, publish, archive, metrics);
+5. pipeline overhead per frame with the no-op backend (JPEG decode reported apart);
+6. peak RSS and RSS growth over the trigger run (``--duration 600`` = 10-minute soak).
+
+Exit status: 0 when it ran (whatever the targets say), 1 on a failure, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench.setup import BenchSetupError, resolve_setup
+    from edge.model_spec import ModelSpecError
+
+    try:
+        setup = resolve_setup(model=args.model, images=args.images, config=args.config, quick=args.quick,
+                              duration=args.duration, rate=args.rate, threads=args.threads, int8=args.int8,
+                              calib=args.calib, pass_classes=args.pass_class, cache_dir=args.cache_dir)
+    except (BenchSetupError, ModelSpecError) as exc:
+        print(f"edgeqc bench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from edge.bench.report import format_table
+    from edge.bench.run import run_bench
+
+    def say(msg: str) -> None:
+        if not args.no_progress:
+            print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    for note in setup.notes:
+        say(note)
+    try:
+        result = run_bench(setup, argv=sys.argv[2:] if args.argv is None else args.argv, progress=say)
+    except Exception as exc:  # the message says which step and why; the traceback goes to the log
+        import logging
+
+        logging.getLogger("edgeqc.bench").debug("bench failed", exc_info=True)
+        print(f"edgeqc bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        import shutil
+
+        shutil.rmtree(setup.workdir, ignore_errors=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    print(format_table(result))
+    print(f"\nJSON: {out}")
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    """Add ``edgeqc bench`` to the ``edgeqc`` CLI."""
+    p = subparsers.add_parser(
+        "bench", help="measure the runtime against the bare model (throughput, trigger latency, INT8, RSS)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="ONNX model (default: ../shared mt-effnet-lite0, else the demo model)")
+    p.add_argument("--images", help="image folder; class subfolders = labels for accuracy "
+                                    "(default: ../shared val set, else rendered demo parts)")
+    p.add_argument("--config", help="TOML settings for model spec, decision and threads (other sections are "
+                                    "replaced by bench values)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a correctness run (seconds), not a measurement")
+    p.add_argument("--duration", type=float, help="trigger-mode run in s (default 30; 600 = the 10-minute soak)")
+    p.add_argument("--rate", type=float, help="trigger rate in parts/s (default 20)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for every session (default: "
+                                               "model.intra_op_threads, 0 = one per core)")
+    p.add_argument("--int8", help="INT8 Q/DQ model for item 3 (default: <model>.int8.onnx beside the model, else "
+                                  "made from --calib)")
+    p.add_argument("--calib", help="calibration images if the bench has to make the INT8 model (default: the "
+                                   "shared calib set for the shared model)")
+    p.add_argument("--pass-class", action="append", metavar="LABEL",
+                   help="pass class (repeatable; default from --config, 'free' for the shared model)")
+    p.add_argument("--cache-dir", default=".edgeqc-cache", help="where a bench-made INT8 model is kept")
+    p.add_argument("--json", default="bench.json", help="JSON output file (default bench.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench, argv=None)

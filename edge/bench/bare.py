@@ -1,0 +1,95 @@
+"""The "bare" reference of ``edgeqc bench``: an ONNX Runtime session on pre-made tensors.
+
+Same session options as :class:`edge.backends.onnxruntime.OnnxRuntimeBackend` (CPU execution
+provider, ``model.intra_op_threads``), called directly with ``session.run`` on tensors that were
+decoded and preprocessed beforehand: what the model costs with nothing around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.bench.measure import cpu_seconds
+from edge.model_spec import ModelSpec
+from edge.preprocess import Preprocessor
+from edge.settings import ModelSettings
+
+
+@dataclass
+class Timed:
+    """One block: ``n`` calls; wall and CPU seconds of the whole block; per-call latencies in ms."""
+
+    n: int
+    wall_s: float
+    cpu_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def ms_per_item(self) -> float:
+        return 1000.0 * self.wall_s / max(1, self.n)
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return 1000.0 * self.cpu_s / max(1, self.n)
+
+
+def make_tensors(images: Sequence[np.ndarray], spec: ModelSpec) -> list[np.ndarray]:
+    """``[1,3,H,W] float32`` copies of each preprocessed image."""
+    pre = Preprocessor(spec, 1)
+    return [pre.one(img).copy() for img in images]
+
+
+class BareSession:
+    """``onnxruntime.InferenceSession`` with the backend's options.
+
+    Raises:
+        RuntimeError: ONNX Runtime cannot load the model (its own exception types).
+    """
+
+    def __init__(self, model: str | Path, settings: ModelSettings, spec: ModelSpec) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(settings.intra_op_threads)
+        opts.log_severity_level = 3
+        self.path = Path(model)
+        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self._feed_name = self.session.get_inputs()[0].name
+        self._outputs = [self.session.get_outputs()[0].name]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.session.run(self._outputs, {self._feed_name: x})[0]
+        return out
+
+    def warm(self, tensors: Sequence[np.ndarray], n: int = 3) -> None:
+        for i in range(n):
+            self.run(tensors[i % len(tensors)])
+
+    def tight(self, tensors: Sequence[np.ndarray], n: int, start: int = 0) -> Timed:
+        """``n`` back-to-back calls on ``tensors`` (cycling from ``start``)."""
+        lat: list[float] = []
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        for i in range(n):
+            t = time.perf_counter()
+            self.run(tensors[(start + i) % len(tensors)])
+            lat.append(1000.0 * (time.perf_counter() - t))
+        return Timed(n, time.perf_counter() - t0, cpu_seconds() - c0, lat)
+
+    def paced(self, tensors: Sequence[np.ndarray], n: int, rate_hz: float, start: int = 0) -> Timed:
+        """``n`` calls at ``rate_hz`` (the trigger rate: same duty cycle as the trigger run)."""
+        lat: list[float] = []
+        period = 1.0 / rate_hz
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        for i in range(n):
+            wait = t0 + i * period - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            t = time.perf_counter()
+            self.run(tensors[(start + i) % len(tensors)])
+            lat.append(1000.0 * (time.perf_counter() - t))
+        return Timed(n, time.perf_counter() - t0, cpu_seconds() - c0, lat)

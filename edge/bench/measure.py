@@ -1,0 +1,124 @@
+"""Measurement helpers of ``edgeqc bench``: percentiles, process CPU time, RSS sampling.
+
+Percentiles use the nearest-rank method (as :meth:`edge.plc.simulator.SimReport.latency_summary`),
+so p99 of 100 samples is the 99th smallest, never an interpolation between samples.
+RSS comes from ``/proc/self/status`` (``VmRSS``, kB; Linux) and the peak from
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (kB on Linux).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def percentile(xs: Sequence[float], q: float) -> float | None:
+    """Nearest-rank ``q``-th percentile (0 < q <= 100) of ``xs``; None for no samples."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    k = max(1, math.ceil(q / 100.0 * len(s)))
+    return float(s[min(k, len(s)) - 1])
+
+
+def summary(xs: Sequence[float], digits: int = 3) -> dict[str, Any]:
+    """``count, mean, p50, p90, p99, max`` of ``xs`` (ms or whatever unit ``xs`` has)."""
+    if not xs:
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, digits)
+
+    return {"count": len(xs), "mean": r(float(np.mean(xs))), "p50": r(percentile(xs, 50)),
+            "p90": r(percentile(xs, 90)), "p99": r(percentile(xs, 99)), "max": r(float(max(xs)))}
+
+
+def median(xs: Sequence[float]) -> float | None:
+    return float(np.median(xs)) if len(xs) else None
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all threads, in s."""
+    return time.process_time()
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size in bytes (``VmRSS``), None where /proc is not available."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes (``ru_maxrss``, kB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+class RssSampler:
+    """Samples ``VmRSS`` every ``interval`` s in a daemon thread: ``samples`` = [(t_monotonic, bytes)]."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def start(self) -> RssSampler:
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            v = rss_bytes()
+            if v is not None:
+                with self._lock:
+                    self.samples.append((time.monotonic(), v))
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(2.0)
+
+    def between(self, t0: float, t1: float) -> list[tuple[float, int]]:
+        with self._lock:
+            return [(t, v) for t, v in self.samples if t0 <= t <= t1]
+
+
+def rss_growth(samples: Sequence[tuple[float, int]], warmup_fraction: float = 0.2) -> dict[str, Any]:
+    """RSS over a run after its first ``warmup_fraction``: start/end/peak MiB, growth MiB
+    (mean of the last 10 % of samples minus mean of the first 10 % after warm-up) and the
+    least-squares slope in MiB/min."""
+    if len(samples) < 4:
+        return {"samples": len(samples), "start_mib": None, "end_mib": None, "peak_mib": None,
+                "growth_mib": None, "slope_mib_per_min": None}
+    t = np.array([s[0] for s in samples], np.float64)
+    v = np.array([s[1] for s in samples], np.float64) / 2**20
+    keep = t >= t[0] + warmup_fraction * (t[-1] - t[0])
+    t, v = t[keep], v[keep]
+    k = max(1, len(v) // 10)
+    slope = float(np.polyfit((t - t[0]) / 60.0, v, 1)[0]) if len(v) >= 3 and t[-1] > t[0] else 0.0
+    return {"samples": len(v), "duration_s": round(float(t[-1] - t[0]), 1),
+            "start_mib": round(float(v[:k].mean()), 2), "end_mib": round(float(v[-k:].mean()), 2),
+            "peak_mib": round(float(v.max()), 2), "growth_mib": round(float(v[-k:].mean() - v[:k].mean()), 2),
+            "slope_mib_per_min": round(slope, 3)}

@@ -1,0 +1,205 @@
+"""A free-run station fed block by block from memory: the "full pipeline" of ``edgeqc bench``.
+
+Same components as :class:`edge.app.Station` (the :class:`~edge.inspection.Inspector`, a
+:class:`~edge.plc.link.PlcLink` on a pty pair whose far end a listen-only PLC simulator reads, the
+ZeroMQ :class:`~edge.publish.Publisher`, :class:`~edge.metrics.MetricsSink`,
+:class:`~edge.archive.RejectArchive`), wired the same way, but the frames come from a gated
+:class:`~edge.capture.memory.MemorySource` (decoded beforehand, as a camera delivers them), so a
+block of N frames can be timed while the station keeps running between blocks, and bare blocks
+can be interleaved with pipeline blocks. Each sink is wrapped to time its ``handle``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edge.bench.measure import cpu_seconds
+from edge.capture.memory import MemoryItem, MemorySource
+from edge.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger("edgeqc.bench")
+
+
+class TimedSink:
+    """Wraps a sink: ``handle`` durations in ms are appended to ``times[name]``."""
+
+    def __init__(self, name: str, sink: Any, times: dict[str, list[float]]) -> None:
+        self.name, self.sink, self.times = name, sink, times
+
+    def handle(self, result: Any) -> None:
+        t = time.perf_counter()
+        self.sink.handle(result)
+        self.times[self.name].append(1000.0 * (time.perf_counter() - t))
+
+    def __getattr__(self, item: str) -> Any:  # publish_status etc.
+        return getattr(self.sink, item)
+
+
+class Counter:
+    """Last sink: counts results; :meth:`wait` returns when ``expect`` results arrived."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self.count = 0
+        self.target = 0
+        self.t_last = 0.0
+        self.latencies: list[dict[str, float]] = []
+        self.verdicts: dict[str, int] = defaultdict(int)
+
+    def expect(self, n: int) -> None:
+        with self._cv:
+            self.target = self.count + n
+
+    def handle(self, result: Any) -> None:
+        with self._cv:
+            self.count += 1
+            self.t_last = time.perf_counter()
+            self.latencies.append(dict(result.latency_ms))
+            self.verdicts["pass" if result.verdict.passed else "fail"] += 1
+            if self.count >= self.target:
+                self._cv.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._cv:
+            while self.count < self.target:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+
+@dataclass
+class Block:
+    """One pipeline block: ``n`` frames released at once; wall time until the last result reached
+    the last sink, process CPU time; per-part stage latencies and per-sink handle times (ms)."""
+
+    n: int
+    wall_s: float
+    cpu_s: float
+    stages: list[dict[str, float]] = field(default_factory=list)
+    sinks: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ms_per_item(self) -> float:
+        return 1000.0 * self.wall_s / max(1, self.n)
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return 1000.0 * self.cpu_s / max(1, self.n)
+
+
+class FreeRunRig:
+    """The running free-run station (see module docstring). Use as a context manager.
+
+    Args:
+        settings: bench settings (``plc.mode`` is forced to ``free_run``).
+        backend: an open backend (ONNX Runtime, or noop for the overhead item).
+        items: decoded frames to cycle through.
+        plc: put the PLC link on a pty pair (RES,<seq> telegrams read by a listen-only simulator).
+    """
+
+    def __init__(self, settings: Settings, backend: Any, items: Sequence[MemoryItem], *, plc: bool = True) -> None:
+        from edge.archive import RejectArchive
+        from edge.inspection import Inspector
+        from edge.metrics import MetricsSink
+        from edge.publish import Publisher
+
+        s = settings.model_copy(update={"plc": settings.plc.model_copy(update={"mode": "free_run"})})
+        self.settings = s
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self._closers: list[Any] = []
+        self.pty = self.sim = self.link = None
+        try:
+            self.source = MemorySource(items, gated=True)
+            self.publisher = Publisher(s.zmq)
+            self._closers.append(self.publisher.close)
+            self.metrics = MetricsSink(s.metrics, station_id=s.station_id)
+            self._closers.append(self.metrics.close)
+            self.archive = RejectArchive(s.archive)
+            self._closers.append(self.archive.close)
+            send = None
+            if plc:
+                from edge.plc.link import PlcLink
+                from edge.plc.pty import PtyPair
+                from edge.plc.simulator import PlcSimulator
+
+                self.pty = PtyPair()
+                self._closers.append(self.pty.close)
+                self.sim = PlcSimulator(self.pty.b, rate_hz=1.0, count=0, duration_s=10**6,
+                                        baudrate=s.plc.baudrate).start()
+                self._closers.append(self.sim.close)
+                self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.pty.a,
+                                    health=lambda: self.inspector.healthy())
+                send = self.link.send
+            self.counter = Counter()
+            sinks = [TimedSink("publish", self.publisher, self.times), TimedSink("archive", self.archive, self.times),
+                     TimedSink("metrics", self.metrics, self.times), self.counter]
+            self.inspector = Inspector(s, backend, self.source, send_telegram=send, sinks=sinks)
+            self.metrics.bind(self.inspector)
+            self.metrics.watch_archive(self.archive)
+            self.metrics.watch_publisher(self.publisher)
+            if self.link is not None:
+                self.metrics.watch_plc(self.link)
+                self.link.start()
+                self._closers.append(self.link.close)
+            self.source.start()
+            self.inspector.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def block(self, n: int, timeout: float = 300.0) -> Block:
+        """Release ``n`` frames and wait until all ``n`` results went through every sink.
+
+        Raises:
+            TimeoutError: not all results arrived within ``timeout`` s.
+        """
+        for v in self.times.values():
+            v.clear()
+        lat0 = len(self.counter.latencies)
+        self.counter.expect(n)
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        self.source.release(n)
+        if not self.counter.wait(timeout):
+            raise TimeoutError(f"free-run pipeline: {self.counter.count - lat0} of {n} results within {timeout:.0f} s")
+        wall = self.counter.t_last - t0
+        cpu = cpu_seconds() - c0
+        return Block(n, wall, cpu, self.counter.latencies[lat0:], {k: list(v) for k, v in self.times.items()})
+
+    def close(self) -> dict[str, Any]:
+        """Stop everything; returns inspector stats and PLC/simulator counts."""
+        out: dict[str, Any] = {}
+        insp = getattr(self, "inspector", None)
+        if insp is not None:
+            self.source.finish()
+            out["summary"] = insp.stop()
+            out["stats"] = dict(insp.stats)
+        src = getattr(self, "source", None)
+        if src is not None:
+            src.close()
+        while self._closers:  # the link flushes its queue before the simulator stops reading
+            fn = self._closers.pop()
+            try:
+                fn()
+            except Exception:  # closing is best effort
+                log.debug("bench: closing %s failed", fn, exc_info=True)
+        if self.sim is not None:
+            out["plc_free_run_results"] = self.sim.report.free_run_results
+        return out
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

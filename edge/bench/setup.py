@@ -1,0 +1,167 @@
+"""What ``edgeqc bench`` runs on: model, images, settings and the sizes of each measurement.
+
+Defaults: the shared mt-effnet-lite0 over the shared val set when ``../shared`` is beside the
+checkout (with the model card's preprocessing, as in ``examples/magnetic-tile-val.toml``), else the
+built-in demo model over rendered demo parts. ``--quick`` shrinks every measurement to a
+correctness run (tests); ``--duration`` sets the trigger-mode run (the soak).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+SHARED_EFFNET = SHARED / "models" / "mt-effnet-lite0" / "model.onnx"
+SHARED_VAL = SHARED / "datasets" / "magnetic-tile" / "val"
+SHARED_CALIB = SHARED / "datasets" / "magnetic-tile" / "calib"
+
+EFFNET_CARD: dict[str, Any] = {
+    "resize": "stretch", "interpolation": "pillow_bilinear", "channel_order": "RGB",
+    "scale": 1.0 / 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+}
+"""mt-effnet-lite0 MODEL_CARD.md preprocessing (its ONNX carries no metadata)."""
+
+
+class BenchSetupError(ValueError):
+    """The bench cannot run with these arguments (the message names the option and the value)."""
+
+
+@dataclass
+class Sizes:
+    """How much each item measures.
+
+    Attributes:
+        rounds: interleaved rounds of item 1 (bare vs pipeline), item 3 (FP32 vs INT8), item 5.
+        frames: frames per round and side in item 1.
+        noop_frames: frames per round in item 5 (no-op backend).
+        precision_runs: batch-1 runs per round and model in item 3.
+        duration_s: trigger-mode run length (item 2, RSS soak), s.
+        block_s: the trigger run is cut into blocks of this length, each followed by a paced bare
+            block (together at most 60 s of bare blocks), s.
+        rate_hz: trigger rate, parts/s.
+        calib_images: images used when the bench has to make an INT8 model itself.
+    """
+
+    rounds: int = 5
+    frames: int = 40
+    noop_frames: int = 300
+    precision_runs: int = 40
+    duration_s: float = 30.0
+    block_s: float = 10.0
+    rate_hz: float = 20.0
+    calib_images: int = 100
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(rounds=2, frames=6, noop_frames=20, precision_runs=4, duration_s=2.0, block_s=1.0,
+                   calib_images=16)
+
+
+@dataclass
+class BenchSetup:
+    """Resolved inputs of one bench run."""
+
+    model: Path
+    images: Path
+    settings: Settings
+    sizes: Sizes
+    labelled: bool
+    int8: Path | None = None
+    calib: Path | None = None
+    cache_dir: Path = Path(".edgeqc-cache")
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgeqc-bench-")))
+    notes: list[str] = field(default_factory=list)
+
+
+def _demo_defaults() -> tuple[Path, Path]:
+    from edge.backends import demo_model_path
+    from edge.demo.synth import demo_folder
+
+    return demo_model_path(), demo_folder(n=60)
+
+
+def resolve_setup(*, model: str | None, images: str | None, config: str | None, quick: bool,
+                  duration: float | None, rate: float | None, threads: int | None, int8: str | None,
+                  calib: str | None, pass_classes: list[str] | None, cache_dir: str | None) -> BenchSetup:
+    """Fill in the defaults (see module docstring) and check that the files exist.
+
+    Raises:
+        BenchSetupError: a missing model/images folder, or pass classes that are not labels.
+        edge.settings.ConfigError: a bad ``--config`` file.
+    """
+    notes: list[str] = []
+    base = load_settings(config) if config else load_settings()
+    cfg_model = base.model.path if config and base.model.path != "demo" else None
+    model_path: Path
+    if model or cfg_model:
+        model_path = Path(model or cfg_model or "")
+        images_path = Path(images) if images else (Path(base.camera.source) if config else None)  # type: ignore[assignment]
+        if images_path is None:
+            if model_path.resolve() == SHARED_EFFNET.resolve() and SHARED_VAL.is_dir():
+                images_path = SHARED_VAL
+            else:
+                raise BenchSetupError(f"--model {model_path}: also give --images DIR (a folder of images; "
+                                      "class subfolders named like the labels for the accuracy item)")
+    elif SHARED_EFFNET.is_file() and SHARED_VAL.is_dir():
+        model_path, images_path = SHARED_EFFNET, Path(images) if images else SHARED_VAL
+        notes.append(f"default model: the shared mt-effnet-lite0 ({SHARED_EFFNET}) over {images_path}")
+    else:
+        model_path, demo_images = _demo_defaults()
+        images_path = Path(images) if images else demo_images
+        notes.append("../shared not found: the built-in demo model over rendered demo parts")
+    if not model_path.is_file():
+        raise BenchSetupError(f"--model {model_path}: no such file")
+    if not images_path.is_dir():
+        raise BenchSetupError(f"--images {images_path}: no such folder")
+
+    model_over: dict[str, Any] = {"path": str(model_path)}
+    if not config and model_path.resolve() == SHARED_EFFNET.resolve():
+        model_over.update(EFFNET_CARD)
+    if threads is not None:
+        model_over["intra_op_threads"] = threads
+    decision: dict[str, Any] = base.decision.model_dump()
+    if pass_classes:
+        decision["pass_classes"] = pass_classes
+    elif not config and model_path.resolve() == SHARED_EFFNET.resolve():
+        decision.update(pass_classes=["free"], min_pass_probability=0.0)  # as the model card counts
+    work = Path(tempfile.mkdtemp(prefix="edgeqc-bench-"))
+    settings = base.model_copy(update={
+        "model": base.model.model_copy(update=model_over),
+        "decision": base.decision.model_validate(decision),
+        "camera": base.camera.model_copy(update={"source": str(images_path), "loop": True}),
+        "zmq": base.zmq.model_copy(update={"enabled": True, "endpoint": "tcp://127.0.0.1:*"}),
+        "archive": base.archive.model_copy(update={"path": str(work / "archive")}),
+        "metrics": base.metrics.model_copy(update={"port": 0, "host": "127.0.0.1"}),
+        "plc": base.plc.model_copy(update={"enabled": True, "port": "demo", "mode": "trigger",
+                                           "deadline_ms": max(base.plc.deadline_ms, 1000.0)}),
+    })
+    from edge.model_spec import resolve_spec
+
+    spec = resolve_spec(model_path, settings.model)
+    bad = [p for p in settings.decision.pass_classes if p not in spec.labels]
+    if bad:
+        raise BenchSetupError(f"pass class(es) {bad} are not labels of {model_path.name} {list(spec.labels)}; "
+                              "give --pass-class LABEL (or decision.pass_classes in --config)")
+    sizes = Sizes.quick() if quick else Sizes()
+    if duration is not None:
+        if duration <= 0:
+            raise BenchSetupError(f"--duration {duration}: expected > 0 s")
+        sizes.duration_s = float(duration)
+    if rate is not None:
+        if rate <= 0:
+            raise BenchSetupError(f"--rate {rate}: expected > 0 parts/s")
+        sizes.rate_hz = float(rate)
+    sizes.block_s = min(sizes.block_s, sizes.duration_s)
+    subdirs = {p.name for p in images_path.iterdir() if p.is_dir()}
+    labelled = bool(subdirs) and subdirs <= set(spec.labels)
+    calib_path = Path(calib) if calib else (SHARED_CALIB if model_path.resolve() == SHARED_EFFNET.resolve()
+                                             and SHARED_CALIB.is_dir() else None)
+    return BenchSetup(model=model_path, images=images_path, settings=settings, sizes=sizes, labelled=labelled,
+                      int8=Path(int8) if int8 else None, calib=calib_path,
+                      cache_dir=Path(cache_dir or ".edgeqc-cache"), workdir=work, notes=notes)

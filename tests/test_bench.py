@@ -1,0 +1,101 @@
+"""``edgeqc bench --quick`` runs every item for correctness only: JSON structure and counts, no speed.
+
+A tiny ONNX classifier (tiny_models) over a small labelled folder of rendered PNGs, so the test
+needs neither ../shared nor the demo model; real ONNX Runtime, real pty pair, real ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_models import make_classifier
+
+from edge.cli import main
+
+pytestmark = pytest.mark.timeout(300)
+
+LABELS = ["a", "b", "c", "d", "e"]
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    model = make_classifier(tmp / "tiny.onnx", classes=5)
+    (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    images = tmp / "images"
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        d = images / LABELS[i % 5]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"img{i:02d}.png"), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    out = tmp / "bench.json"
+    code = main(["bench", "--model", str(model), "--images", str(images), "--quick", "--pass-class", "a",
+                 "--calib", str(images), "--cache-dir", str(tmp / "cache"), "--json", str(out), "--no-progress"])
+    assert code == 0
+    return json.loads(out.read_text()), str(tmp)
+
+
+def test_structure_and_environment(bench_json) -> None:
+    r, _ = bench_json
+    for key in ("machine", "versions", "load_average_start", "load_average_end", "decode", "preprocess_alloc",
+                "item1_bare_vs_pipeline", "item2_trigger", "item3_fp32_vs_int8", "item5_noop_overhead",
+                "item6_memory", "targets"):
+        assert key in r, key
+    assert r["versions"]["onnxruntime"] and r["machine"]["usable_cpus"] >= 1
+    assert r["decode"]["frames"] == 20 and r["decode"]["decode_ms"]["count"] == 20
+    assert r["model_spec"]["input_size"] == [8, 8]
+    assert [t["target"] for t in r["targets"]][:2] == ["pipeline throughput / bare throughput",
+                                                       "no-op pipeline overhead per frame (model input [8, 8])"]
+    assert all(t["ok"] in (True, False, None) for t in r["targets"]) and len(r["targets"]) == 7
+
+
+def test_bare_vs_pipeline_counts(bench_json) -> None:
+    i1 = bench_json[0]["item1_bare_vs_pipeline"]
+    assert i1["bare"]["rounds"] == i1["pipeline"]["rounds"] == 2
+    assert i1["bare"]["frames_per_round"] == i1["pipeline"]["frames_per_round"] == 6
+    assert len(i1["throughput_ratio_per_round"]) == 2 and i1["throughput_ratio"] > 0
+    assert i1["bare"]["latency_ms"]["count"] == 12
+    # warm-up block (5) + 2 rounds x 6 frames, one batch each, one RES,<seq> telegram each
+    assert i1["pipeline_stats"]["batches"] == 17 and i1["pipeline_stats"]["infer_errors"] == 0
+    assert i1["plc_free_run_results"] == 17
+    assert i1["pipeline_stages_ms"]["infer"]["count"] == 12
+
+
+def test_trigger_run_answers_every_part(bench_json) -> None:
+    i2 = bench_json[0]["item2_trigger"]
+    plc = i2["plc"]
+    assert plc["triggers"] == plc["answered"] == 40  # 2 blocks of 1 s at 20/s
+    assert plc["missing"] == plc["late"] == plc["duplicates"] == plc["bad_checksum"] == 0
+    assert plc["failsafe"] == {}
+    assert i2["trigger_to_res_ms"]["count"] == 40 and i2["bare_paced_ms"]["count"] == 40
+    assert i2["stages_ms"]["infer"]["count"] == 40
+    t = i2["trigger_to_res_ms"]
+    assert t["p50"] <= t["p99"] <= t["max"]
+    assert set(i2["sinks_ms"]) >= {"publisher", "rejectarchive"}
+
+
+def test_precision_item_made_and_evaluated_int8(bench_json) -> None:
+    r, tmp = bench_json
+    i3 = r["item3_fp32_vs_int8"]
+    assert Path(i3["int8_model"]).is_file() and Path(i3["int8_model"]).is_relative_to(tmp)
+    assert "made by the bench" in i3["int8_origin"]
+    assert i3["latency_ms"]["fp32"]["count"] == i3["latency_ms"]["int8"]["count"] == 8
+    assert i3["cpu_choice"] in ("fp32", "int8")
+    acc = i3["accuracy"]
+    assert acc["fp32"]["images"] == acc["int8"]["images"] == 20
+    assert acc["top1_drop_pp"] == pytest.approx(acc["fp32"]["top1"] - acc["int8"]["top1"], abs=0.011)
+
+
+def test_noop_and_memory(bench_json) -> None:
+    r, _ = bench_json
+    i5 = r["item5_noop_overhead"]
+    for variant in ("input_size", "native"):
+        assert i5[variant]["rounds"] == 2 and i5[variant]["frames_per_round"] == 20
+        assert i5[variant]["pipeline_stats"]["batches"] == 20 + 2 * 20  # warm-up + rounds
+    assert r["preprocess_alloc"]["zero_frame_sized"] is True
+    assert r["item6_memory"]["peak_rss_mib"] > 0
+    assert r["item2_trigger"]["rss"]["samples"] >= 1
