@@ -100,6 +100,7 @@ class Inspector:
                       "batched_parts": 0}
         self.last_reload_error: str | None = None
         self.on_loop: Callable[[], None] | None = None  # called every loop turn (systemd watchdog)
+        self.yield_after_res = True  # see _complete
         self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
 
     # ------------------------------------------------------------------ public API
@@ -390,6 +391,11 @@ class Inspector:
             if self._answer(part, verdict, None):
                 decided.append((i, verdict, td, t3))
             # else: fail-safe already sent; a late result is never sent
+        if decided and self._send is not None and self.yield_after_res:
+            # Let the PLC writer thread (woken by the queued RES) take the GIL and write it now,
+            # not after this thread built the results (CPython hands the GIL over only every
+            # sys.getswitchinterval() s, 5 ms by default, while a thread keeps running Python code).
+            time.sleep(0)
         pre_ms = 1000.0 * (batch.t_submitted - batch.t_start) / n
         infer_ms = 1000.0 * (t2 - batch.t_submitted) / n
         model_info = self.model_info

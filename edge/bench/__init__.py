@@ -47,7 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for note in setup.notes:
         say(note)
     try:
-        result = run_bench(setup, argv=sys.argv[2:] if args.argv is None else args.argv, progress=say)
+        result = run_bench(setup, argv=_command(args), progress=say)
     except Exception as exc:  # the message says which step and why; the traceback goes to the log
         import logging
 
@@ -64,6 +64,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(f"\nJSON: {out}")
     return EXIT_OK
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The options given, as a command line (for the JSON)."""
+    out: list[str] = []
+    for name in ("model", "images", "config", "duration", "rate", "threads", "int8", "calib", "cache_dir", "json"):
+        v = getattr(args, name, None)
+        if v is not None and not (name == "cache_dir" and v == ".edgeqc-cache"):
+            out += [f"--{name.replace('_', '-')}", str(v)]
+    for v in args.pass_class or []:
+        out += ["--pass-class", v]
+    if args.quick:
+        out.append("--quick")
+    return out
 
 
 def register(subparsers: Any) -> None:
@@ -90,4 +104,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cache-dir", default=".edgeqc-cache", help="where a bench-made INT8 model is kept")
     p.add_argument("--json", default="bench.json", help="JSON output file (default bench.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_bench, argv=None)
+    p.set_defaults(func=cmd_bench)

@@ -110,8 +110,9 @@ def alloc_item(items: Sequence[MemoryItem], spec: ModelSpec, frames: int = 40) -
     finally:
         tracemalloc.stop()
     H, W = spec.input_size
+    limit = max(H * W, 8192)  # one H x W uint8 plane (at least 8 KiB: tiny models)
     return {"frames": frames, "net_bytes": int(end - base), "max_transient_bytes_per_frame": int(worst),
-            "frame_sized_threshold_bytes": H * W, "zero_frame_sized": bool(worst < H * W and end - base < H * W)}
+            "frame_sized_threshold_bytes": limit, "zero_frame_sized": bool(worst < limit and end - base < limit)}
 
 
 def _ratios(bare: list[Any], pipe: list[Block]) -> dict[str, Any]:

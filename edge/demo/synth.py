@@ -192,9 +192,16 @@ def _scratches(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None
 def _holes(rng: np.random.Generator, part: _Part, layer: np.ndarray) -> None:
     n = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.3, 0.15, 0.1]))
     light = rng.uniform(0, 2 * np.pi)
+    placed: list[tuple[np.ndarray, float]] = []
     for _ in range(n):
-        c = part.point(rng)
         rad = rng.uniform(1.8, 5.5)
+        for _ in range(20):  # pits do not touch each other (a chain of pits would look like a crack)
+            c = part.point(rng)
+            if all(np.hypot(*(c - c2)) > rad + r2 + 4.0 for c2, r2 in placed):
+                break
+        else:
+            continue
+        placed.append((c, rad))
         depth = rng.uniform(40, 110)
         m = np.zeros_like(layer, dtype=np.uint8)
         cv2.circle(m, tuple(_fix(c)), int(rad * _ONE), 255, -1, cv2.LINE_AA, _SHIFT)
