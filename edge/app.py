@@ -12,8 +12,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge.settings import Settings
 
@@ -153,7 +154,7 @@ class Station:
             except Exception:
                 backend.close()
                 raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running model
             why = f"reload failed, keeping {self.inspector.model_info.name}: {exc}"
             log.error(why)
             self.inspector.last_reload_error = why

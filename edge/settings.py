@@ -83,7 +83,7 @@ class PlcSettings(_Section):
     baudrate: int = Field(115200, gt=0, description="Serial speed in baud.")
     bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
-    stopbits: Literal[1, 1.5, 2] = Field(1, description="Stop bits.")
+    stopbits: float = Field(1, description="Stop bits: 1, 1.5 or 2.")
     read_timeout_ms: int = Field(100, gt=0, description="Serial read timeout in ms (bounds how long the reader blocks).")
     write_timeout_ms: int = Field(100, gt=0, description="Serial write timeout in ms (always set: a stuck port never blocks).")
     reopen_backoff_ms: list[int] = Field([250, 500, 1000, 2000, 5000], description="Waits between reopen attempts of a lost port, in ms; the last repeats.")
@@ -95,6 +95,13 @@ class PlcSettings(_Section):
     pass_code: str = Field("P", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a pass in RES.")
     fail_code: str = Field("F", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a fail in RES.")
     checksum_required: bool = Field(False, description="Reject (NAK) PLC telegrams without a *HH checksum.")
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("Input should be 1, 1.5 or 2")
+        return v
 
     @model_validator(mode="after")
     def _codes_differ(self) -> PlcSettings:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +106,8 @@ class RunSummary:
 def format_summary(d: dict[str, Any]) -> str:
     """Human-readable summary for the console."""
     lines = [
-        f"parts {d['parts']}  passes {d['passes']}  rejects {d['rejects']}  "
-        f"throughput {d['throughput_parts_per_s']:.2f} parts/s",
+        (f"parts {d['parts']}  passes {d['passes']}  rejects {d['rejects']}  "
+         f"throughput {d['throughput_parts_per_s']:.2f} parts/s"),
     ]
     if d["rejects_by_reason"]:
         lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(d["rejects_by_reason"].items())))

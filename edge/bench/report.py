@@ -115,7 +115,9 @@ def format_table(r: dict[str, Any]) -> str:
     stages = i2.get("stages_ms") or {}
     if stages:
         parts = [f"{k} {_f(_get(stages, k, 'p50'))}" for k in ("capture", "preprocess", "infer", "decide", "plc")]
-        rows.append(("4 stages (trigger run, p50 ms)", ", ".join(parts), ""))
+        rows.append(("4 stages (trigger run, p50 ms)", ", ".join(parts),
+                     (f"edge overhead (plc - infer) p50 {_f(_get(stages, 'edge_overhead', 'p50'))} "
+                     f"p99 {_f(_get(stages, 'edge_overhead', 'p99'))} ms")))
         sinks = i2.get("sinks_ms") or {}
         rows.append(("4 outputs thread (p50 ms)", ", ".join(f"{k} {_f(v.get('p50'))}" for k, v in sinks.items()),
                      "off the RES path"))

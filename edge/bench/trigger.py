@@ -6,7 +6,9 @@ a pty pair; :class:`edge.plc.simulator.PlcSimulator` on the other end sends ``TR
 ``rate_hz`` and measures trigger -> ``RES`` (from just before it writes ``TRG`` to when it has
 read the ``RES`` line). The run is cut into blocks; after each block the station idles while the
 bare session runs the same number-per-second of batch-1 inferences on pre-made tensors, so both
-distributions come from the same minutes of machine load.
+distributions come from the same minutes of machine load. The replay source gets
+``prepare = Fitter(spec)`` (the resize in its reader thread), as :class:`edge.app.Station` should
+set it (``open_source(..., prepare=Fitter(spec))``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         finally:
             summary_dict = station.stop()
     stages = {k: summary([lat[k] for lat in counter.latencies if k in lat]) for k in STAGES}
+    # the product's own share of trigger -> RES queued: everything but the model (waiting for the
+    # previous part included)
+    stages["edge_overhead"] = summary([lat["plc"] - lat["infer"] for lat in counter.latencies
+                                       if "plc" in lat and "infer" in lat])
     growth = rss_growth(rss.between(t_run0, t_run1))
     plc_out = dict(plc)
     plc_out["failsafe"] = dict(failsafe)
