@@ -24,15 +24,13 @@ writes the timing cache back.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
-from calibration.cache import file_mode
+from calibration.cache import write_bytes_atomic
 from trt_build.profile import ProfileShape, choose_profile, onnx_input_shapes
 
 if TYPE_CHECKING:
@@ -291,25 +289,6 @@ def network_io(network: trt.INetworkDefinition) -> tuple[tuple[TensorDesc, ...],
         outs.append(TensorDesc(t.name, _dims(t.shape), dtype_name(t.dtype)))
     return tuple(ins), tuple(outs)
 
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``
-    (readers see the old or the new file, never a partial one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def build_plan(onnx_path: str | Path, options: BuildOptions, *, input_hw: tuple[int, int] | None = None) -> BuiltPlan:
