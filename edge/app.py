@@ -158,13 +158,9 @@ class Station:
             why = f"reload failed, keeping {self.inspector.model_info.name}: {exc}"
             log.error(why)
             self.inspector.last_reload_error = why
-            self.inspector.stats["reload_failures"] += 1
-            if self.metrics is not None:
-                self.metrics.observe_reload(False)
+            self.inspector.stats["reload_failures"] += 1  # metrics read this counter at scrape time
             return why
         self.inspector.last_reload_error = None
-        if self.metrics is not None:
-            self.metrics.observe_reload(True)
         log.info("reload: new model %s loaded, swapping at the next part", backend.model_path)
         return None
 

@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -107,6 +108,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_station(s, json_out=args.json, parts=args.parts, rate_hz=args.rate, until_signal=False)
 
 
+def _positive(kind: type[int | float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return v
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeqc", description="Edge inference for factory quality control.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -119,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole chain with no hardware: synthetic parts, demo model, PLC simulator")
     d.add_argument("--config", help="optional TOML overriding the demo defaults")
-    d.add_argument("--parts", type=int, default=None, help="number of triggers (default: one per demo image)")
-    d.add_argument("--rate", type=float, default=10.0, help="trigger rate of the PLC simulator, parts/s")
+    d.add_argument("--parts", type=_positive(int), default=None, help="number of triggers (default: one per demo image)")
+    d.add_argument("--rate", type=_positive(float), default=10.0, help="trigger rate of the PLC simulator, parts/s")
     d.add_argument("--json", help="write the run summary as JSON to this file")
     d.set_defaults(func=cmd_demo)
 
@@ -145,15 +159,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _startup_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Errors that stop a start with one clear line instead of a traceback.
+
+    Configuration-like errors exit 2 (the unit's ``RestartPreventExitStatus=2``: a restart cannot
+    fix them); environment errors (camera, port, model file, backend) exit 1 so systemd retries.
+    """
+    from edge.backends import BackendError
+    from edge.capture import CaptureError
+    from edge.decision import DecisionError
+    from edge.model_spec import ModelSpecError
+    from edge.preprocess import PreprocessError
     from edge.settings import ConfigError
 
+    return (ConfigError, DecisionError, ModelSpecError, PreprocessError), (CaptureError, BackendError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A SIGHUP before the run loop installs its reload handler must not kill a starting service.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
+    config_errors, env_errors = _startup_errors()
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except config_errors as exc:
         print(f"edgeqc: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except env_errors as exc:
+        print(f"edgeqc: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
 

@@ -242,6 +242,8 @@ class Inspector:
         left = part.deadline - time.monotonic()
         if left <= 0:
             return None
+        if getattr(self.source, "state", "ok") == "lost":
+            return None  # camera down: answer NO_FRAME now instead of waiting out the deadline
         if self.source.is_replay:
             return self.source.next_frame(timeout=left)
         after = part.t_trigger + self.plc.trigger_delay_ms / 1000.0
@@ -304,14 +306,21 @@ class Inspector:
         last = None
         src = self.source
         inflight: deque[_Batch] = deque()
+        # A replay has no camera clock: pace it at camera.fps when set (a real line's frame rate).
+        period = 1.0 / self.settings.camera.fps if (src.is_replay and self.settings.camera.fps) else 0.0
+        next_t = time.monotonic()
         while not self._stop.is_set():
             if self.on_loop:
                 self.on_loop()
             if not inflight:
                 self._maybe_swap()
             wait = 0.0 if inflight else 0.5  # with a batch in flight, never sit on it
+            if period and not inflight and self._stop.wait(max(0.0, next_t - time.monotonic())):
+                break
             if src.is_replay:
                 frame = src.next_frame(timeout=wait)
+                if frame is not None and period:
+                    next_t = max(next_t + period, time.monotonic() - period)
                 if frame is None and getattr(src, "exhausted", False):
                     while inflight:
                         self._complete(inflight.popleft())
@@ -331,8 +340,9 @@ class Inspector:
                 continue
             now = time.monotonic()
             seq = self._next_seq()
-            # Free-run parts have no deadline: nobody waits for them, so no watchdog entry.
-            part = Part(seq, str(seq), frame.t_capture, frame.wall_time, now)
+            # Free-run parts have no deadline: nobody waits for them, so no watchdog entry. The part
+            # id sent in RES is the frame sequence number (counts skipped frames too).
+            part = Part(seq, str(n), frame.t_capture, frame.wall_time, now)
             batch = self._submit([(part, frame, now)])
             if batch is not None:
                 inflight.append(batch)

@@ -43,6 +43,8 @@ GPU_NODE_GLOBS = ("/dev/nvhost-*", "/dev/nvmap", "/dev/nvgpu/*/*", "/dev/nvsciip
                   "/dev/nvidia[0-9]*", "/dev/nvidiactl", "/dev/nvidia-uvm*", "/dev/nvidia-modeset")
 NVMM_MARKERS = ("nvarguscamerasrc", "nvvidconv", "nvv4l2", "memory:NVMM")
 HIDDEN_BY_PROTECT_HOME = ("/home/", "/root/", "/run/user/")
+# PrivateTmp=yes gives the service its own empty /tmp and /var/tmp.
+HIDDEN_BY_PRIVATE_TMP = ("/tmp/", "/var/tmp/")
 # Name heuristics when a node does not exist at install time (the group as /proc/devices names it).
 NAME_CLASSES = (("/dev/video", "video4linux"), ("/dev/v4l/", "video4linux"), ("/dev/ttyUSB", "ttyUSB"),
                 ("/dev/ttyACM", "ttyACM"), ("/dev/ttyTHS", "ttyTHS"), ("/dev/ttyAMA", "ttyAMA"),
@@ -217,8 +219,13 @@ def default_exec() -> str:
                        "`pip install .` into the service venv (e.g. /opt/edgeqc/venv) or pass --exec PATH")
 
 
-def _hidden(path: str) -> bool:
-    return any(path.startswith(p) for p in HIDDEN_BY_PROTECT_HOME)
+def _hidden(path: str) -> str | None:
+    """Why the unit cannot see ``path`` (None when it can)."""
+    if any(path.startswith(p) for p in HIDDEN_BY_PROTECT_HOME):
+        return "is under /home, /root or /run/user, which the unit hides (ProtectHome=yes)"
+    if any(path.startswith(p) for p in HIDDEN_BY_PRIVATE_TMP):
+        return "is under /tmp or /var/tmp, which the unit replaces with its own empty folders (PrivateTmp=yes)"
+    return None
 
 
 def _run(cmd: list[str]) -> None:
@@ -244,7 +251,7 @@ def plan_install(opts: InstallOptions) -> Plan:
     """Work out every step (nothing is changed here).
 
     Raises:
-        InstallError: template/example missing, ExecStart path unusable under ProtectHome=, or
+        InstallError: template/example missing, ExecStart path hidden by ProtectHome= or PrivateTmp=, or
             the config invalid (message from :class:`edge.settings.ConfigError`).
     """
     from edge.settings import ConfigError, load_settings
@@ -258,9 +265,9 @@ def plan_install(opts: InstallOptions) -> Plan:
     exec_path = opts.exec_path or default_exec()
     if not exec_path.startswith("/"):
         raise InstallError(f"--exec {exec_path}: must be an absolute path")
-    if _hidden(exec_path):
-        raise InstallError(f"{exec_path} is under /home, /root or /run/user, which the unit hides "
-                           "(ProtectHome=yes): install edgeqc elsewhere, e.g. "
+    hidden = _hidden(exec_path)
+    if hidden:
+        raise InstallError(f"{exec_path} {hidden}: install edgeqc elsewhere, e.g. "
                            "`sudo python3 -m venv --system-site-packages /opt/edgeqc/venv && "
                            "sudo /opt/edgeqc/venv/bin/pip install .`, then pass --exec /opt/edgeqc/venv/bin/edgeqc")
 
@@ -324,9 +331,10 @@ def plan_install(opts: InstallOptions) -> Plan:
         plan.steps.append(Step(f"write config {config_dst} from {opts.config_example} (mode 640, group {opts.user})",
                                cp))
     for name, value in (("model.path", settings.model.path), ("archive.path", str(archive))):
-        if _hidden(value):
-            plan.warnings.append(f"{name} = {value} is under /home, /root or /run/user, which the service cannot "
-                                 "see (ProtectHome=yes): move it, e.g. to /var/lib/edgeqc")
+        hidden = _hidden(value)
+        if hidden:
+            plan.warnings.append(f"{name} = {value} {hidden}, so the service cannot see it: move it, e.g. to "
+                                 "/var/lib/edgeqc")
 
     # 4. unit
     allow, warn = device_allow_lines(settings, opts.device_allow)

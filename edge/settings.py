@@ -9,8 +9,9 @@ path, the value and what was expected.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +22,10 @@ from pydantic_settings import (
 )
 
 PART_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
+ZMQ_ENDPOINT_PATTERN = r"^(tcp|ipc|inproc|pgm|epgm|ws|wss)://\S+$"
+HOST_PATTERN = r"^[A-Za-z0-9.:-]+$"
+PositiveMs = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
@@ -30,6 +35,7 @@ class _Section(BaseModel):
 class CameraSettings(_Section):
     source: str = Field(
         "demo",
+        min_length=1,
         description=(
             "Frame source: a device index ('0') or '/dev/videoN' (V4L2); a GStreamer pipeline ending in "
             "'appsink'; an rtsp:// or http(s):// URL; a video file; a folder of images (played in sorted "
@@ -41,16 +47,23 @@ class CameraSettings(_Section):
     fps: float | None = Field(None, gt=0, description="Requested camera frame rate in frames/s; for folder/video sources in free-run mode, the replay rate (None = as fast as inspected).")
     open_timeout_ms: int = Field(5000, gt=0, description="Bound on opening the source, in ms.")
     read_timeout_ms: int = Field(2000, gt=0, description="A source that delivers no frame for this long is declared lost and reopened, in ms.")
-    reconnect_backoff_ms: list[int] = Field(
+    reconnect_backoff_ms: list[PositiveMs] = Field(
         [250, 500, 1000, 2000, 5000],
+        min_length=1,
         description="Waits between reopen attempts of a lost source, in ms; the last value repeats.",
     )
     loop: bool = Field(False, description="Folder/video sources: start again at the first frame after the last one.")
     demo_parts: int = Field(60, gt=0, description="'demo' source: number of synthetic part images rendered.")
 
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _index_to_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class ModelSettings(_Section):
-    path: str = Field("demo", description="ONNX model (CPU) or TensorRT .engine (GPU); 'demo' = the built-in demo classifier.")
+    path: str = Field("demo", min_length=1, description="ONNX model (CPU) or TensorRT .engine (GPU); 'demo' = the built-in demo classifier.")
     backend: Literal["auto", "onnxruntime", "tensorrt", "noop"] = Field(
         "auto", description="Inference backend; auto = tensorrt for .engine/.plan files, else onnxruntime."
     )
@@ -69,24 +82,39 @@ class ModelSettings(_Section):
     max_batch: int = Field(8, ge=1, description="Largest batch the runtime forms from pending triggers.")
 
 
+    @field_validator("input_size")
+    @classmethod
+    def _size_positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) <= 0:
+            raise ValueError(f"Input should be two positive pixel counts (height, width), got {list(v)}")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and min(v) <= 0:
+            raise ValueError(f"Input should be three values > 0 (it divides), got {list(v)}")
+        return v
+
+
 class DecisionSettings(_Section):
     pass_classes: list[str] = Field(["free"], min_length=1, description="Labels that mean the part is good.")
     min_pass_probability: float = Field(0.5, ge=0.0, le=1.0, description="A pass needs its top-1 pass class at or above this probability; otherwise fail 'uncertain'.")
-    class_min_probability: dict[str, float] = Field(
+    class_min_probability: dict[str, Probability] = Field(
         default_factory=dict, description="Optional per-class minimum probability for a pass class (overrides min_pass_probability)."
     )
 
 
 class PlcSettings(_Section):
     enabled: bool = Field(True, description="Talk to a PLC over serial. False = free-run without telegrams.")
-    port: str = Field("demo", description="Serial port ('/dev/ttyUSB0'), a pyserial URL ('loop://', 'socket://host:port') or 'demo' (built-in PLC simulator on a pty pair).")
+    port: str = Field("demo", min_length=1, description="Serial port ('/dev/ttyUSB0'), a pyserial URL ('loop://', 'socket://host:port') or 'demo' (built-in PLC simulator on a pty pair).")
     baudrate: int = Field(115200, gt=0, description="Serial speed in baud.")
     bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
     stopbits: float = Field(1, description="Stop bits: 1, 1.5 or 2.")
     read_timeout_ms: int = Field(100, gt=0, description="Serial read timeout in ms (bounds how long the reader blocks).")
     write_timeout_ms: int = Field(100, gt=0, description="Serial write timeout in ms (always set: a stuck port never blocks).")
-    reopen_backoff_ms: list[int] = Field([250, 500, 1000, 2000, 5000], description="Waits between reopen attempts of a lost port, in ms; the last repeats.")
+    reopen_backoff_ms: list[PositiveMs] = Field([250, 500, 1000, 2000, 5000], min_length=1, description="Waits between reopen attempts of a lost port, in ms; the last repeats.")
     mode: Literal["trigger", "free_run"] = Field("trigger", description="trigger: one RES per TRG. free_run: every Nth frame inspected, RES,<sequence number>,….")
     free_run_every: int = Field(1, ge=1, description="free_run: inspect every Nth captured frame.")
     trigger_delay_ms: float = Field(0.0, ge=0, description="Use the first frame captured at least this long after TRG arrived, in ms.")
@@ -112,7 +140,8 @@ class PlcSettings(_Section):
 
 class ZmqSettings(_Section):
     enabled: bool = Field(True, description="Publish results over ZeroMQ.")
-    endpoint: str = Field("tcp://127.0.0.1:5556", description="PUB socket bind address.")
+    endpoint: str = Field("tcp://127.0.0.1:5556", pattern=ZMQ_ENDPOINT_PATTERN,
+                          description="PUB socket bind address (tcp://HOST:PORT, ipc://PATH, …).")
     send_hwm: int = Field(1000, gt=0, description="Messages queued per subscriber before ZeroMQ drops (counted).")
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of reject frames on the 'reject' topic.")
     status_interval_ms: float = Field(1000.0, gt=0, description="Period of the 'status' topic (station health) in ms.")
@@ -135,14 +164,14 @@ class ArchiveSettings(_Section):
 
 class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics.")
-    host: str = Field("127.0.0.1", description="Bind address of the /metrics endpoint.")
+    host: str = Field("127.0.0.1", pattern=HOST_PATTERN, description="Bind address of the /metrics endpoint.")
     port: int = Field(9108, ge=0, le=65535, description="TCP port of the /metrics endpoint (0 = any free port).")
 
 
 class ReviewSettings(_Section):
-    host: str = Field("127.0.0.1", description="Bind address of the operator review page.")
+    host: str = Field("127.0.0.1", pattern=HOST_PATTERN, description="Bind address of the operator review page.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the review page.")
-    stations: list[str] = Field(["tcp://127.0.0.1:5556"], description="ZeroMQ PUB endpoints of the stations to follow.")
+    stations: list[str] = Field(["tcp://127.0.0.1:5556"], min_length=1, description="ZeroMQ PUB endpoints of the stations to follow.")
     db_path: str = Field("./edgeqc-review.sqlite", description="SQLite file with the operator verdicts.")
     token: str | None = Field(None, description="Login token; required when host is not loopback.")
     shift_starts: list[str] = Field(
@@ -220,6 +249,22 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def _check_env_names(keys: list[str]) -> None:
+    """pydantic-settings silently ignores ``EDGEQC_*`` variables whose section does not exist
+    (``EDGEQC_PCL__PORT``); a typo there would leave a line on the wrong port, so refuse it."""
+    fields = Settings.model_fields
+    bad = []
+    for k in keys:
+        head = k[len("EDGEQC_"):].split("__", 1)[0].lower()
+        if head not in fields:
+            bad.append(k)
+    if bad:
+        raise ConfigError(
+            f"unknown environment variable(s) {', '.join(bad)}: expected EDGEQC_<FIELD> or EDGEQC_<SECTION>__<FIELD> "
+            f"with a section among {', '.join(n for n, f in fields.items() if isinstance(f.default_factory, type))}"
+        )
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load the settings tree from an optional TOML file, ``EDGEQC_…`` env vars and overrides.
 
@@ -228,7 +273,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             ``field.path = value: expectation`` for every error).
     """
     global _TOML_FILE
-    origin = str(path) if path else "defaults + environment"
+    env_keys = sorted(k for k in os.environ if k.upper().startswith("EDGEQC_"))
+    origin = (str(path) if path else "defaults") + (" + EDGEQC_* environment" if env_keys else "")
+    _check_env_names(env_keys)
     if path is not None:
         p = Path(path)
         if not p.is_file():

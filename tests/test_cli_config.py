@@ -60,3 +60,32 @@ def test_bad_env_value_names_the_field() -> None:
 def test_pass_and_fail_codes_must_differ() -> None:
     with pytest.raises(ConfigError, match="pass_code and fail_code must differ"):
         load_settings(plc={"pass_code": "X", "fail_code": "X"})
+
+
+def test_values_that_would_crash_later_are_refused_at_check(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text('[camera]\nreconnect_backoff_ms = []\n[zmq]\nendpoint = "garbage"\n[model]\nstd = [0, 1, 1]\n'
+                 'input_size = [0, -1]\n[decision]\nclass_min_probability = {crack = -1}\n[plc]\nport = ""\n')
+    r = _edgeqc("config", "check", str(f))
+    assert r.returncode == 2
+    for field in ("camera.reconnect_backoff_ms = []", "zmq.endpoint = \"garbage\"", "model.std = [0, 1, 1]",
+                  "model.input_size = [0, -1]", "decision.class_min_probability.crack = -1", "plc.port = \"\""):
+        assert field in r.stderr, field
+
+
+def test_integer_camera_index_is_accepted() -> None:
+    assert load_settings(camera={"source": 0}).camera.source == "0"
+
+
+def test_env_section_typo_is_refused() -> None:
+    r = _edgeqc("config", "show", env={"EDGEQC_PCL__PORT": "/dev/ttyUSB0"})
+    assert r.returncode == 2 and "EDGEQC_PCL__PORT" in r.stderr
+
+
+def test_pass_class_not_in_model_labels_is_one_line_exit_2(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[decision]\npass_classes = ["good"]\n[plc]\nenabled = false\n[zmq]\nenabled = false\n'
+                 '[metrics]\nenabled = false\n[archive]\nenabled = false\n')
+    r = _edgeqc("demo", "--config", str(f))
+    assert r.returncode == 2
+    assert "decision.pass_classes = ['good']" in r.stderr and "Traceback" not in r.stderr

@@ -125,6 +125,11 @@ def test_argus_camera_gets_socket_and_daemon_ordering(tmp_path: Path) -> None:
 def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InstallError, match=r"under /home, /root or /run/user, which the unit hides"):
         plan_install(InstallOptions(root=tmp_path, exec_path="/home/op/edgeqc/.venv/bin/edgeqc"))
+    for hidden in ("/tmp/venv/bin/edgeqc", "/var/tmp/venv/bin/edgeqc"):  # PrivateTmp=yes hides both
+        with pytest.raises(InstallError) as err:
+            plan_install(InstallOptions(root=tmp_path, exec_path=hidden))
+        assert str(err.value).startswith(f"{hidden} is under /tmp or /var/tmp, which the unit replaces with its own "
+                                         "empty folders (PrivateTmp=yes): install edgeqc elsewhere")
     with pytest.raises(InstallError, match=r"contains spaces"):
         plan_install(InstallOptions(root=tmp_path, exec_path="/opt/edge qc/bin/edgeqc"))
     bad = tmp_path / "bad.toml"

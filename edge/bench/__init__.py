@@ -91,7 +91,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", help="TOML settings for model spec, decision and threads (other sections are "
                                     "replaced by bench values)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a correctness run (seconds), not a measurement")
-    p.add_argument("--duration", type=float, help="trigger-mode run in s (default 30; 600 = the 10-minute soak)")
+    p.add_argument("--duration", type=float, help="trigger-mode run in s (default 60; 600 = the 10-minute soak)")
     p.add_argument("--rate", type=float, help="trigger rate in parts/s (default 20)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for every session (default: "
                                                "model.intra_op_threads, 0 = one per core)")

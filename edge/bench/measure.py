@@ -21,7 +21,7 @@ import numpy as np
 
 def percentile(xs: Sequence[float], q: float) -> float | None:
     """Nearest-rank ``q``-th percentile (0 < q <= 100) of ``xs``; None for no samples."""
-    if not xs:
+    if not len(xs):
         return None
     s = sorted(xs)
     k = max(1, math.ceil(q / 100.0 * len(s)))
@@ -30,7 +30,7 @@ def percentile(xs: Sequence[float], q: float) -> float | None:
 
 def summary(xs: Sequence[float], digits: int = 3) -> dict[str, Any]:
     """``count, mean, p50, p90, p99, max`` of ``xs`` (ms or whatever unit ``xs`` has)."""
-    if not xs:
+    if not len(xs):
         return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
 
     def r(v: float | None) -> float | None:

@@ -6,7 +6,8 @@ ZeroMQ :class:`~edge.publish.Publisher`, :class:`~edge.metrics.MetricsSink`,
 :class:`~edge.archive.RejectArchive`), wired the same way, but the frames come from a gated
 :class:`~edge.capture.memory.MemorySource` (decoded beforehand, as a camera delivers them), so a
 block of N frames can be timed while the station keeps running between blocks, and bare blocks
-can be interleaved with pipeline blocks. Each sink is wrapped to time its ``handle``.
+can be interleaved with pipeline blocks. Each sink is wrapped to time its ``handle``. The
+source's capture thread does the resize (``prepare``), up to 2 frames ahead, like a camera grabber.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +31,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeqc.bench")
 
 
+def samples() -> defaultdict[str, array[float]]:
+    """Per-key float arrays (8 bytes a value: the bench's own bookkeeping must not look like a
+    leak in the RSS it measures)."""
+    return defaultdict(lambda: array("d"))
+
+
 class TimedSink:
     """Wraps a sink: ``handle`` durations in ms are appended to ``times[name]``."""
 
-    def __init__(self, name: str, sink: Any, times: dict[str, list[float]]) -> None:
+    def __init__(self, name: str, sink: Any, times: dict[str, array[float]]) -> None:
         self.name, self.sink, self.times = name, sink, times
 
     def handle(self, result: Any) -> None:
@@ -52,7 +60,7 @@ class Counter:
         self.count = 0
         self.target = 0
         self.t_last = 0.0
-        self.latencies: list[dict[str, float]] = []
+        self.stages = samples()  # stage -> ms per part; "edge_overhead" = plc - infer
         self.verdicts: dict[str, int] = defaultdict(int)
 
     def expect(self, n: int) -> None:
@@ -63,7 +71,11 @@ class Counter:
         with self._cv:
             self.count += 1
             self.t_last = time.perf_counter()
-            self.latencies.append(dict(result.latency_ms))
+            lat = result.latency_ms
+            for k, v in lat.items():
+                self.stages[k].append(v)
+            if "plc" in lat and "infer" in lat:
+                self.stages["edge_overhead"].append(lat["plc"] - lat["infer"])
             self.verdicts["pass" if result.verdict.passed else "fail"] += 1
             if self.count >= self.target:
                 self._cv.notify_all()
@@ -87,7 +99,7 @@ class Block:
     n: int
     wall_s: float
     cpu_s: float
-    stages: list[dict[str, float]] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
     sinks: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -107,9 +119,12 @@ class FreeRunRig:
         backend: an open backend (ONNX Runtime, or noop for the overhead item).
         items: decoded frames to cycle through.
         plc: put the PLC link on a pty pair (RES,<seq> telegrams read by a listen-only simulator).
+        prepare: the source's capture thread fits each frame to the model input
+            (:class:`edge.preprocess.Fitter`), as :class:`edge.app.Station` should set it up.
     """
 
-    def __init__(self, settings: Settings, backend: Any, items: Sequence[MemoryItem], *, plc: bool = True) -> None:
+    def __init__(self, settings: Settings, backend: Any, items: Sequence[MemoryItem], *, plc: bool = True,
+                 prepare: bool = True) -> None:
         from edge.archive import RejectArchive
         from edge.inspection import Inspector
         from edge.metrics import MetricsSink
@@ -117,11 +132,15 @@ class FreeRunRig:
 
         s = settings.model_copy(update={"plc": settings.plc.model_copy(update={"mode": "free_run"})})
         self.settings = s
-        self.times: dict[str, list[float]] = defaultdict(list)
+        self.times = samples()
         self._closers: list[Any] = []
         self.pty = self.sim = self.link = None
         try:
             self.source = MemorySource(items, gated=True)
+            if prepare:  # the resize in the capture thread, as Station should set it up
+                from edge.preprocess import Fitter
+
+                self.source.prepare = Fitter(backend.spec)
             self.publisher = Publisher(s.zmq)
             self._closers.append(self.publisher.close)
             self.metrics = MetricsSink(s.metrics, station_id=s.station_id)
@@ -166,16 +185,17 @@ class FreeRunRig:
             TimeoutError: not all results arrived within ``timeout`` s.
         """
         for v in self.times.values():
-            v.clear()
-        lat0 = len(self.counter.latencies)
+            del v[:]
+        lat0 = {k: len(v) for k, v in self.counter.stages.items()}
         self.counter.expect(n)
         c0, t0 = cpu_seconds(), time.perf_counter()
         self.source.release(n)
         if not self.counter.wait(timeout):
-            raise TimeoutError(f"free-run pipeline: {self.counter.count - lat0} of {n} results within {timeout:.0f} s")
+            raise TimeoutError(f"free-run pipeline: not all {n} results within {timeout:.0f} s")
         wall = self.counter.t_last - t0
         cpu = cpu_seconds() - c0
-        return Block(n, wall, cpu, self.counter.latencies[lat0:], {k: list(v) for k, v in self.times.items()})
+        stages = {k: v[lat0.get(k, 0):].tolist() for k, v in self.counter.stages.items()}
+        return Block(n, wall, cpu, stages, {k: v.tolist() for k, v in self.times.items()})
 
     def close(self) -> dict[str, Any]:
         """Stop everything; returns inspector stats and PLC/simulator counts."""

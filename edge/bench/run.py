@@ -135,7 +135,7 @@ def _blocks(blocks: Sequence[Any]) -> dict[str, Any]:
 
 def _stages(blocks: Sequence[Block]) -> dict[str, Any]:
     keys = ("preprocess", "infer", "decide", "plc", "total")
-    out = {k: summary([lat[k] for b in blocks for lat in b.stages if k in lat]) for k in keys}
+    out = {k: summary([x for b in blocks for x in b.stages.get(k, ())]) for k in keys}
     sinks: dict[str, list[float]] = {}
     for b in blocks:
         for k, v in b.sinks.items():

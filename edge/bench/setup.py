@@ -48,11 +48,11 @@ class Sizes:
         calib_images: images used when the bench has to make an INT8 model itself.
     """
 
-    rounds: int = 5
+    rounds: int = 9
     frames: int = 40
     noop_frames: int = 300
     precision_runs: int = 40
-    duration_s: float = 30.0
+    duration_s: float = 60.0
     block_s: float = 10.0
     rate_hz: float = 20.0
     calib_images: int = 100

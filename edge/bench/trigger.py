@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from edge.bench.bare import BareSession
 from edge.bench.measure import RssSampler, rss_growth, summary
-from edge.bench.pipeline import Counter, TimedSink
+from edge.bench.pipeline import Counter, TimedSink, samples
 from edge.settings import Settings
 
 BARE_TOTAL_MAX_S = 60.0
@@ -60,11 +61,11 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     parts_per_block = max(1, round(duration_s * rate_hz / nblocks))
     bare_per_block = max(1, round(min(duration_s, BARE_TOTAL_MAX_S) * rate_hz / nblocks))
     answer_timeout_ms = s.plc.deadline_ms + 250.0
-    sim_lat: list[float] = []
-    bare_lat: list[float] = []
+    sim_lat = array("d")
+    bare_lat = array("d")
     plc: dict[str, Any] = defaultdict(int)
     failsafe: dict[str, int] = defaultdict(int)
-    times: dict[str, list[float]] = defaultdict(list)
+    times = samples()
     counter = Counter()
     blocks: list[dict[str, Any]] = []
     with PtyPair() as pty:
@@ -89,9 +90,9 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
             sim_block("W", warmup_parts)  # not counted: first triggers after start
             counter.wait(10.0)  # warm-up results through the outputs before counting starts
             bare.paced(tensors, min(warmup_parts, 5), rate_hz)
-            counter.latencies.clear()
+            counter.stages.clear()
             for v in times.values():
-                v.clear()
+                del v[:]
             t_run0 = time.monotonic()
             for b in range(nblocks):
                 t0 = time.monotonic()
@@ -113,11 +114,9 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
             t_run1 = time.monotonic()
         finally:
             summary_dict = station.stop()
-    stages = {k: summary([lat[k] for lat in counter.latencies if k in lat]) for k in STAGES}
-    # the product's own share of trigger -> RES queued: everything but the model (waiting for the
-    # previous part included)
-    stages["edge_overhead"] = summary([lat["plc"] - lat["infer"] for lat in counter.latencies
-                                       if "plc" in lat and "infer" in lat])
+    # edge_overhead: the product's own share of trigger -> RES queued, everything but the model
+    # (waiting for the previous part included)
+    stages = {k: summary(counter.stages.get(k, ())) for k in (*STAGES, "edge_overhead")}
     growth = rss_growth(rss.between(t_run0, t_run1))
     plc_out = dict(plc)
     plc_out["failsafe"] = dict(failsafe)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -179,10 +180,13 @@ def _stream(src: str, camera: CameraSettings, order: str, on_state: Callable[[st
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, camera.read_timeout_ms]
 
     def opener() -> cv2.VideoCapture:
+        t0 = time.monotonic()
         cap = cv2.VideoCapture(src, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise CaptureError(f"OpenCV (FFmpeg) could not open {name} within {camera.open_timeout_ms} ms")
+            ms = round((time.monotonic() - t0) * 1000)
+            raise CaptureError(f"OpenCV (FFmpeg) could not open {name}: OpenCV gave up after {ms} ms (connection "
+                               f"refused, no stream, or no answer; open timeout {camera.open_timeout_ms} ms)")
         return cap
 
     return LiveSource(name, opener, camera, order, on_state,

@@ -20,6 +20,9 @@ from edge.capture.base import Frame, FrameSource
 from edge.frames import list_images, read_image
 from edge.settings import CameraSettings
 
+PREFETCH = 2
+"""Frames a ``prepare`` capture thread works ahead of the consumer (as the folder replay)."""
+
 MemoryItem = tuple[np.ndarray, str, "str | None"]
 """``(image, source_id, label)``: ``image`` ``[H,W]``/``[H,W,3]`` uint8 in the model's channel order."""
 
@@ -56,6 +59,10 @@ class MemorySource(FrameSource):
         count: frames to hand out in total (default ``len(items)``; more = cycle through again).
         gated: hand out frames only as :meth:`release` allows (a benchmark feeds a running
             station block by block); the replay ends after :meth:`finish`. ``count`` is ignored.
+
+    With :attr:`~edge.capture.base.FrameSource.prepare` set before :meth:`start`, a capture
+    thread runs it on each released frame, up to :data:`PREFETCH` frames ahead (like a camera
+    grabber or the folder replay's reader), and ``Frame.prepared`` carries the result.
         camera: settings (only ``fps`` is used, by :meth:`FrameSource.frames`).
 
     Raises:
@@ -76,7 +83,9 @@ class MemorySource(FrameSource):
         self._allowed = 0 if gated else (len(self._items) if count is None else int(count))
         self._ended = not gated
         self._given = 0
-        self._prepared_items: list[tuple[np.ndarray | None, object]] = []
+        self._produced = 0  # frames prepared by the capture thread (only with ``prepare``)
+        self._ready: dict[int, tuple[np.ndarray | None, object]] = {}
+        self._thread: threading.Thread | None = None
         self._cv = threading.Condition(self._lock)
 
     @property
@@ -101,13 +110,32 @@ class MemorySource(FrameSource):
             self._cv.notify_all()
 
     def _start(self) -> None:
-        if self.prepare is not None:  # done once, up front: the frames are in memory anyway
-            self._prepared_items = [self._prepared(img) for img, _, _ in self._items]
+        if self.prepare is not None:  # a capture thread prepares each frame, as a camera grabber would
+            self._thread = threading.Thread(target=self._produce, name=f"capture-{self.name}", daemon=True)
+            self._thread.start()
         self._set_state("ok")
 
     def _close(self) -> None:
         with self._cv:
             self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+    def _produce(self) -> None:
+        """Prepare released frames up to ``PREFETCH`` ahead of the consumer."""
+        while True:
+            with self._cv:
+                while not self._stop.is_set() and not (
+                        self._produced < self._allowed and self._produced - self._given < PREFETCH):
+                    self._cv.wait()
+                if self._stop.is_set():
+                    return
+                i = self._produced
+            ready = self._prepared(self._items[i % len(self._items)][0])
+            with self._cv:
+                self._ready[i] = ready
+                self._produced += 1
+                self._cv.notify_all()
 
     def next_frame(self, timeout: float = 1.0) -> Frame | None:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -115,14 +143,16 @@ class MemorySource(FrameSource):
             while True:
                 if self._stop.is_set():
                     return None
-                if self._given < self._allowed:
+                waiting = self._given < self._allowed
+                if waiting and (self._thread is None or self._given in self._ready):
                     i = self._given
                     self._given += 1
                     self._stats["frames"] += 1
                     image, source_id, label = self._items[i % len(self._items)]
-                    prepared, key = self._prepared_items[i % len(self._items)] if self._prepared_items else (None, None)
+                    prepared, key = self._ready.pop(i) if self._thread is not None else (None, None)
+                    self._cv.notify_all()  # room for the capture thread
                     return Frame(image, time.monotonic(), time.time(), i, source_id, label, prepared, key)
-                if self._ended:
+                if self._ended and not waiting:
                     newly = not self._exhausted
                     self._exhausted = True
                     break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -28,7 +29,7 @@ def demo_settings(config: str | None = None) -> Settings:
     """
     s = load_settings(config)
     if "path" not in s.archive.model_fields_set:
-        s.archive.path = str(Path(tempfile.gettempdir()) / "edgeqc-demo-archive")
+        s.archive.path = str(Path(tempfile.gettempdir()) / f"edgeqc-demo-archive-{os.getuid()}")
     if "port" not in s.metrics.model_fields_set:
         s.metrics.port = 0
     return s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -53,6 +54,11 @@ def cmd_export_review(args: argparse.Namespace) -> int:
             summary = export_review(store, args.dir, pass_class)
     except (ExportError, StoreError) as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:  # e.g. /proc/exp, a read-only disk: environment, exit 1
+        print(f"edgeqc export-review: cannot write the export folder {args.dir!r}: "
+              f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename and exc.filename != args.dir else "")
+              + ": choose a writable new or empty folder", file=sys.stderr)
+        return 1
     d = summary.to_dict()
     print(json.dumps(d, indent=2) if args.json else
           f"exported {d['total_images']} images in {len(d['images'])} classes to {d['out_dir']} "

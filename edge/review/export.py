@@ -8,7 +8,9 @@ class folder named after a model label. The class of a reviewed reject is
 * *confirm defect*: the class the operator chose, else the predicted label.
 
 ``verdicts.csv`` has one row per reviewed reject (also those without a frame, whose ``file`` is
-empty), with the predicted label, the operator verdict, who and when.
+empty), with the predicted label, the operator verdict, who and when. A cell that starts with
+``=``, ``+``, ``-``, ``@``, TAB or CR gets a leading ``'`` so a spreadsheet shows it as text instead
+of running it as a formula (OWASP, "CSV Injection": https://owasp.org/www-community/attacks/CSV_Injection).
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def _iso(ts: float | None) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe for a spreadsheet: a text starting with one of :data:`FORMULA_START` gets a
+    leading ``'`` (OWASP CSV injection guidance); anything else is returned unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _file_name(r: dict[str, Any]) -> str:
@@ -83,13 +94,21 @@ def export_review(store: ReviewStore, out_dir: str | Path, pass_class: str) -> E
         pass_class: folder for false rejects without an operator-chosen class.
 
     Raises:
-        ExportError: ``out_dir`` exists and is not empty (an old export mixed in would make a
-            wrong data set), or ``pass_class`` is not a valid folder name.
+        ExportError: ``out_dir`` is a file, or exists and is not empty (an old export mixed in
+            would make a wrong data set), or ``pass_class`` is not a valid folder name, or not a
+            label seen in the store (checked once the store has seen any label).
+        OSError: ``out_dir`` cannot be created or written (the CLI reports it, exit 1).
     """
     if not CLASS_NAME.match(pass_class):
         raise ExportError(f"pass class = {pass_class!r}: expected 1-64 characters [A-Za-z0-9_.-]")
+    known = store.labels()
+    if known and pass_class not in known:
+        raise ExportError(f"pass class = {pass_class!r}: not a model label seen in the review store; expected one "
+                          f"of {', '.join(known)}")
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export folder {str(out)!r} is a file, not a folder: choose a new or empty folder")
+    if out.exists() and any(out.iterdir()):
         raise ExportError(f"export folder {str(out)!r} exists and is not empty: choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(out_dir=out)
@@ -109,10 +128,10 @@ def export_review(store: ReviewStore, out_dir: str | Path, pass_class: str) -> E
             else:
                 summary.missing_image += 1
             model = r.get("model") or {}
-            w.writerow([
+            w.writerow([csv_cell(v) for v in (
                 rel, cls, r["review"], r["label"], f"{r['probability']:.6f}", r["reason"], r["failsafe"] or "",
                 r["station_id"], r["seq"], r["part_id"], _iso(r["ts"]), r["reviewed_by"], _iso(r["reviewed_ts"]),
                 r["source_id"] or "", model.get("sha256", "") if isinstance(model, dict) else "", r["id"],
-            ])
+            )])
             summary.rows += 1
     return summary
