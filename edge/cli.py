@@ -96,7 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"edgeqc preflight: {p}", file=sys.stderr)
     if errors and not args.skip_preflight:
-        return EXIT_RUNTIME
+        # A config that contradicts the model cannot be fixed by a restart: exit 2 (no restart loop).
+        config_like = any(p.field in ("decision", "model", "model.backend") for p in errors)
+        return EXIT_CONFIG if config_like else EXIT_RUNTIME
     return run_station(s, json_out=args.json, parts=None, until_signal=True, config=args.config)
 
 

@@ -417,7 +417,9 @@ def _check_engine(path: Path) -> list[Problem]:
 def _check_model(settings: Any, who: Identity) -> list[Problem]:
     m = settings.model
     if m.path == "demo":
-        return []
+        from edge.app import DEMO_MODEL
+
+        m = m.model_copy(update={"path": str(DEMO_MODEL)})
     path = Path(m.path)
     try:
         st = path.stat()
@@ -452,7 +454,13 @@ def _check_model(settings: Any, who: Identity) -> list[Problem]:
         from edge.model_spec import ModelSpecError, resolve_spec
 
         try:
-            resolve_spec(path, m)
+            spec = resolve_spec(path, m)
+            from edge.decision import DecisionError, check_decision_settings
+
+            try:
+                check_decision_settings(settings.decision, spec.labels)
+            except DecisionError as exc:
+                out.append(Problem("decision", str(exc), "name pass classes among the model's labels"))
         except (ModelSpecError, FileNotFoundError) as exc:
             out.append(Problem("model", str(exc), "fix the model metadata, labels.txt or the [model] settings "
                                                   "named in the message"))

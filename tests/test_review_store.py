@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from review_util import jpeg, part_message
 
-from edge.review.export import CSV_COLUMNS, ExportError, export_review
+from edge.review.export import CSV_COLUMNS, ExportError, csv_cell, export_review
 from edge.review.messages import MessageError, check_image, parse_part
 from edge.review.store import RejectFilter, ReviewStore, StoreError
 
@@ -176,10 +176,58 @@ def test_export_pass_class_flag_and_refuses_dirty_folder(tmp_path: Path) -> None
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     out = tmp_path / "out"
-    args = parser.parse_args(["export-review", str(out), "--db", str(db), "--pass-class", "ok"])
+    args = parser.parse_args(["export-review", str(out), "--db", str(db), "--pass-class", "fray"])
     assert args.func(args) == 0
-    assert [p.relative_to(out).parts[0] for p in out.rglob("*.jpg")] == ["ok"]
-    assert _read_csv(out / "verdicts.csv")[0]["class"] == "ok"
+    assert [p.relative_to(out).parts[0] for p in out.rglob("*.jpg")] == ["fray"]
+    assert _read_csv(out / "verdicts.csv")[0]["class"] == "fray"
+
+
+def test_export_refuses_unknown_pass_class_file_and_unwritable_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    db = tmp_path / "r.sqlite"
+    with ReviewStore(db, pass_classes=["free", "ok"]) as store:
+        store.set_verdict(add(store, 1, jpeg(1)), "good", who="anna")
+    base = ["--db", str(db)]
+    # a pass class the model never produced (here "ok" from the config, "good" from the flag)
+    assert main(["export-review", str(tmp_path / "a"), *base, "--pass-class", "good"]) == 2
+    assert capsys.readouterr().err == ("edgeqc: pass class = 'good': not a model label seen in the review store; "
+                                       "expected one of blowhole, break, crack, fray, free, uneven\n")
+    assert main(["export-review", str(tmp_path / "a"), *base, "--pass-class", "ok"]) == 2
+    assert "pass class = 'ok': not a model label" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    # a file, not a folder
+    f = tmp_path / "station.toml"
+    f.write_text("")
+    assert main(["export-review", str(f), *base]) == 2
+    assert capsys.readouterr().err == (f"edgeqc: export folder {str(f)!r} is a file, not a folder: choose a new or "
+                                       "empty folder\n")
+    # a folder that cannot be created: clear message, exit 1, no traceback
+    assert main(["export-review", "/proc/exp", *base]) == 1
+    assert capsys.readouterr().err == ("edgeqc export-review: cannot write the export folder '/proc/exp': No such "
+                                       "file or directory: choose a writable new or empty folder\n")
+
+
+def test_export_without_labels_in_store_takes_any_pass_class(tmp_path: Path) -> None:
+    with ReviewStore(tmp_path / "r.sqlite") as store:
+        store.set_verdict(add(store, 1, jpeg(1), label="strange"), "good", who="anna")  # no probabilities
+        assert store.labels() == []
+        summary = export_review(store, tmp_path / "out", "good")
+    assert summary.images == {"good": 1}
+
+
+def test_export_neutralises_csv_formulas(tmp_path: Path) -> None:
+    with ReviewStore(tmp_path / "r.sqlite", pass_classes=["free"]) as store:
+        for seq, who in enumerate(["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "anna", "a=b"], start=1):
+            store.set_verdict(add(store, seq, None, part_id=f"-P{seq}"), "defect", who=who)
+        export_review(store, tmp_path / "out", "free")
+    rows = _read_csv(tmp_path / "out" / "verdicts.csv")
+    assert [r["reviewed_by"] for r in rows] == ["'=cmd|' /C calc'!A0", "'+1+1", "'-2+3", "'@SUM(A1)", "anna", "a=b"]
+    assert [r["part_id"] for r in rows] == [f"'-P{i}" for i in range(1, 7)]
+    assert {r["predicted_label"] for r in rows} == {"crack"} and rows[0]["probability"] == "0.900000"
+    # the store strips the operator name; TAB / CR starts are neutralised too
+    assert [csv_cell(v) for v in ("\tx", "\r=x", "x\t", 7, None)] == ["'\tx", "'\r=x", "x\t", 7, None]
 
 
 def test_message_and_image_checks() -> None:
