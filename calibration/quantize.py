@@ -7,7 +7,9 @@ float). Ranges come from :mod:`calibration.ranges` through ORT's ``calibration_c
 no calibration inference runs here; layers named in ``exclude`` are left in float with ORT's own
 ``nodes_to_exclude`` (no hand-edited graph). The model spec (labels, preprocessing) is written
 into ``metadata_props`` (:func:`edge.model_spec.spec_to_metadata`) together with
-``edgeqc.quantization`` (JSON provenance: method, hashes, excluded layers).
+``edgeqc.quantization`` (JSON provenance: method, hashes, excluded layers). ``edgeqc build``
+adds ``edgeqc.gate`` (JSON: ``passed``, thresholds, gate numbers per image set) with
+:func:`stamp_gate`, so the model itself says whether the accuracy gate accepted it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from calibration.ranges import ort_method, quiet_ort_quantization
 from edge.model_spec import ModelSpec, spec_to_metadata
 
 PROVENANCE_KEY = "edgeqc.quantization"
+GATE_KEY = "edgeqc.gate"
 
 
 def quantize_qdq(
@@ -87,10 +90,59 @@ def stamp_metadata(src: str | Path, dst: str | Path, spec: ModelSpec,
     meta.update(spec_to_metadata(spec))
     if provenance is not None:
         meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True)
+    _set_metadata(model, meta)
+    return _save_atomic(model, dst)
+
+
+def stamp_gate(src: str | Path, dst: str | Path, gate: Mapping[str, Any]) -> Path:
+    """Write the Q/DQ model ``src`` to ``dst`` (atomically) with the accuracy gate outcome
+    ``gate`` (JSON-able, with a bool ``passed``) as ``edgeqc.gate`` in its metadata; ``src`` is
+    removed when it is another file (a refused model moves to its refused name).
+
+    Raises:
+        TypeError: ``gate`` has no bool ``passed``.
+    """
+    import onnx
+
+    if not isinstance(gate.get("passed"), bool):
+        raise TypeError(f"gate record passed = {gate.get('passed')!r}: expected true or false")
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src))
+    meta = {m.key: m.value for m in model.metadata_props}
+    meta[GATE_KEY] = json.dumps(dict(gate), sort_keys=True)
+    _set_metadata(model, meta)
+    _save_atomic(model, dst)
+    if src.resolve() != dst.resolve():
+        src.unlink()
+    return dst
+
+
+def read_gate(model: Any) -> dict[str, Any] | None:
+    """The ``edgeqc.gate`` dict of a loaded ONNX model; None when absent (a model not gated by
+    ``edgeqc build``). An unreadable record counts as refused: ``{"passed": False, "error": ...}``."""
+    for m in model.metadata_props:
+        if m.key == GATE_KEY:
+            try:
+                v = json.loads(m.value)
+            except json.JSONDecodeError as exc:
+                return {"passed": False, "error": f"metadata {GATE_KEY} is not JSON ({exc})"}
+            if not isinstance(v, dict) or not isinstance(v.get("passed"), bool):
+                return {"passed": False, "error": f"metadata {GATE_KEY} = {m.value!r}: expected a JSON object "
+                                                  "with a bool 'passed'"}
+            return v
+    return None
+
+
+def _set_metadata(model: Any, meta: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
+
+
+def _save_atomic(model: Any, dst: Path) -> Path:
+    import onnx
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     os.close(fd)

@@ -4,6 +4,7 @@ calibration record), ``info`` on ONNX / engine / sidecar including the mismatch 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from qdq_models import LABELS, make_convnet, make_images
 
 from edge.cli import main
 from trt_build import engine_step
+from trt_build.info import EXIT_NOT_RUNNABLE
 from trt_build.pipeline import EXIT_NO_TENSORRT, EXIT_OK
 
 
@@ -100,7 +102,7 @@ def test_from_int8_builds_engine_and_info_reports_it(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0.31"))
     engine.write_bytes(engine.read_bytes() + b" ")
-    assert main(["info", str(engine)]) == 0
+    assert main(["info", str(engine)]) == EXIT_NOT_RUNNABLE == 3
     info = capsys.readouterr().out
     assert "runs here: NO" in info
     assert "TensorRT version mismatch: engine built with TensorRT 10.3.0.30, this device runs TensorRT 10.3.0.31" in info
@@ -122,6 +124,34 @@ def test_info_on_onnx_models(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     assert main(["info", str(setup["out"] / "missing.engine")]) == 1
     assert "no such file" in capsys.readouterr().err
     (setup["out"] / "lonely.engine").write_bytes(b"plan")
-    assert main(["info", str(setup["out"] / "lonely.engine")]) == 0
+    assert main(["info", str(setup["out"] / "lonely.engine")]) == EXIT_NOT_RUNNABLE
     out = capsys.readouterr().out
     assert "lonely.engine.json is missing, so the TensorRT version, GPU and plan hash" in out
+    assert "  runs here: NO (the runtime refuses an engine without a readable, well-formed sidecar)" in out
+
+
+def test_info_names_malformed_sidecar_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    side = {"trt_version": "10.3.0.30", "device_name": "Orin", "compute_capability": "x", "precision": "int8",
+            "plan_sha256": hashlib.sha256(b"plan").hexdigest(), "model_spec": {}, "inputs": [], "outputs": [],
+            "build": {"profile": [{"name": "input"}]}}
+    (tmp_path / "m.engine.json").write_text(json.dumps(side))
+    assert main(["info", str(engine)]) == EXIT_NOT_RUNNABLE
+    out = capsys.readouterr().out
+    assert (f"  engine {engine}: sidecar {tmp_path / 'm.engine.json'} is malformed: sidecar field compute_capability "
+            "= 'x': expected [major, minor], two integers, e.g. [8, 7]; sidecar field build.profile = "
+            "[{'name': 'input'}]: expected a list of {name, min, opt, max} objects. Rebuild the engine with "
+            "`edgeqc build` (it writes the sidecar).") in out
+    assert "  runs here: NO" in out
+    for cc in ([8], [8, "7"], None):
+        side = {**side, "compute_capability": cc, "build": {}}
+        (tmp_path / "m.engine.json").write_text(json.dumps(side))
+        assert main(["info", str(tmp_path / "m.engine.json")]) == EXIT_NOT_RUNNABLE
+        assert f"sidecar field compute_capability = {cc!r}: expected [major, minor]" in capsys.readouterr().out
+    # well-formed: described, and it runs as far as this machine can tell (no TensorRT, no GPU here)
+    (tmp_path / "m.engine.json").write_text(json.dumps({**side, "compute_capability": [8, 7]}))
+    assert main(["info", str(engine)]) == 0
+    assert "(compute capability 8.7)" in capsys.readouterr().out

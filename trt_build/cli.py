@@ -41,7 +41,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             search=SearchOptions(max_float_layers=args.max_float_layers, max_trials=args.max_trials,
                                  min_per_class=args.min_per_class, seed=args.split_seed,
                                  proxy_images=args.proxy_images),
-            threads=args.threads, progress=not args.no_progress, engine=not args.no_engine, json_out=args.json)
+            threads=args.threads, progress=not args.no_progress, engine=not args.no_engine, json_out=args.json,
+            force=args.force)
         return run_build(req)
     except errors as exc:
         print(f"edgeqc build: {exc}", file=sys.stderr)
@@ -49,7 +50,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from trt_build.info import describe, format_info
+    """Exit 0: described (and, for an engine, it runs here or cannot be checked further); 1: not
+    readable / unknown kind; 3 (:data:`trt_build.info.EXIT_NOT_RUNNABLE`): ``runs here: NO``."""
+    from trt_build.info import EXIT_NOT_RUNNABLE, describe, format_info, not_runnable
 
     errors: tuple[type[BaseException], ...] = (*_errors(), OSError)
     try:
@@ -58,9 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"edgeqc info: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(d, indent=2, default=str) if args.json else format_info(d))
-    return 0
-
-
+    return EXIT_NOT_RUNNABLE if not_runnable(d) else 0
 
 
 def register(subparsers: Any) -> None:
@@ -73,10 +74,15 @@ def register(subparsers: Any) -> None:
                     "the engine. Without TensorRT (any x86 box) it stops after the gated Q/DQ model.",
         epilog="exit codes: 0 done; 1 bad input or failed step; 2 usage/config error; 3 accuracy gate refused "
                "(numbers printed); 4 Q/DQ model ready but TensorRT missing here -> run\n"
-               "  edgeqc build --from-int8 MODEL.int8.onnx --out DIR   on the target device.")
+               "  edgeqc build --from-int8 MODEL.int8.onnx --out DIR   on the target device.\n"
+               "A refused model is written as MODEL.int8.refused.onnx; --from-int8 refuses a model whose "
+               "edgeqc.gate metadata says refused (exit 3) unless --force.")
     b.add_argument("model", nargs="?", help="FP32 ONNX model")
     b.add_argument("--from-int8", metavar="MODEL.int8.onnx",
-                   help="skip calibration and gate: build the engine from a Q/DQ model written by edgeqc")
+                   help="skip calibration and gate: build the engine from a Q/DQ model written by edgeqc "
+                        "(refused when its edgeqc.gate metadata says the gate refused it, unless --force)")
+    b.add_argument("--force", action="store_true",
+                   help="--from-int8: build the engine even from a gate-refused model (knowingly)")
     b.add_argument("--out", required=True, metavar="DIR", help="output folder (Q/DQ model, report, engine)")
     b.add_argument("--val", metavar="DIR", help="labelled folder for the accuracy gate (DIR/<label>/<image>)")
     b.add_argument("--json", metavar="FILE", help="also write the build report JSON here ('-' = stdout)")
@@ -112,8 +118,12 @@ def register(subparsers: Any) -> None:
     b.set_defaults(func=cmd_build)
 
     i = subparsers.add_parser("info", help="what an engine, its sidecar or an ONNX model holds",
-                              description="Print an ONNX model's I/O, model spec, Q/DQ check and INT8 share, or an "
-                                          "engine's sidecar and whether it can run on this machine.")
+                              description="Print an ONNX model's I/O, model spec, Q/DQ check, INT8 share and "
+                                          "accuracy gate outcome, or an engine's sidecar and whether it can run "
+                                          "on this machine.",
+                              epilog="exit codes: 0 described; 1 unreadable file or unknown kind; 3 engine "
+                                     "cannot run here (runs here: NO: missing/malformed sidecar, missing plan, "
+                                     "TensorRT/GPU/plan hash mismatch).")
     i.add_argument("file", help=".onnx, .engine/.plan, or <engine>.json")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)

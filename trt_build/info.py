@@ -5,9 +5,12 @@
 - Engine (``.engine``/``.plan``/``.trt``): its sidecar, the plan hash check, and whether it can run
   here — :func:`edge.backends.tensorrt.check_engine_file`, the runtime's own check (TensorRT
   version when ``tensorrt`` imports, compute capability when pycuda and a GPU are present).
-- Sidecar (``.json``): the same, for the engine it describes.
+- Sidecar (``.json``): the same, for the engine it describes. A sidecar field of the wrong type
+  (e.g. ``"compute_capability": "x"``) is reported by name, value and expectation
+  (:func:`sidecar_field_problems`) and the engine counts as not runnable here.
 
-Nothing is deserialized or run.
+Nothing is deserialized or run. ``edgeqc info`` exits :data:`EXIT_NOT_RUNNABLE` (3) when it prints
+``runs here: NO`` (see docs/build.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,45 @@ from typing import Any
 
 from edge.model_spec import ENGINE_SUFFIXES
 
+EXIT_NOT_RUNNABLE = 3
+_TEXT_FIELDS = ("trt_version", "device_name", "precision", "plan_sha256")
+
+
+def _bad(field: str, value: Any, expected: str) -> str:
+    return f"sidecar field {field} = {value!r}: expected {expected}"
+
+
+def sidecar_field_problems(s: dict[str, Any]) -> list[str]:
+    """Every sidecar field :func:`format_info` shows that has the wrong type or shape, as
+    ``sidecar field NAME = VALUE: expected ...`` (empty list = well-formed)."""
+    out: list[str] = []
+    cc = s.get("compute_capability")
+    if not (isinstance(cc, list) and len(cc) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in cc)):
+        out.append(_bad("compute_capability", cc, "[major, minor], two integers, e.g. [8, 7]"))
+    for k in _TEXT_FIELDS:
+        if k in s and not isinstance(s[k], str):
+            out.append(_bad(k, s[k], "a string"))
+    for k in ("inputs", "outputs"):
+        v = s.get(k, [])
+        if not (isinstance(v, list) and all(isinstance(t, dict) for t in v)):
+            out.append(_bad(k, v, "a list of {name, shape, dtype} objects"))
+    b = s.get("build", {})
+    if not isinstance(b, dict):
+        return [*out, _bad("build", b, "an object")]
+    prof = b.get("profile") or []
+    if not (isinstance(prof, list) and all(isinstance(p, dict) and {"name", "min", "opt", "max"} <= p.keys()
+                                           for p in prof)):
+        out.append(_bad("build.profile", prof, "a list of {name, min, opt, max} objects"))
+    q = b.get("quantization") or {}
+    if not isinstance(q, dict):
+        return [*out, _bad("build.quantization", q, "an object")]
+    prec = q.get("precision") or {}
+    if not isinstance(prec, dict):
+        out.append(_bad("build.quantization.precision", prec, "an object"))
+    elif not isinstance(prec.get("int8_mac_share", 0), (int, float)):
+        out.append(_bad("build.quantization.precision.int8_mac_share", prec["int8_mac_share"], "a number 0..1"))
+    return out
+
 
 def onnx_info(path: Path) -> dict[str, Any]:
     """Facts about an ONNX file (see module docstring)."""
@@ -24,7 +66,7 @@ def onnx_info(path: Path) -> dict[str, Any]:
 
     from calibration.graph_stats import precision_stats
     from calibration.qdq_check import check_qdq_model
-    from calibration.quantize import read_provenance
+    from calibration.quantize import read_gate, read_provenance
     from edge.model_spec import ModelSpecError, resolve_spec, spec_to_dict
     from edge.onnx_info import file_sha256, read_onnx_info
 
@@ -54,6 +96,7 @@ def onnx_info(path: Path) -> dict[str, Any]:
         prov = read_provenance(m)
         if prov:
             out["quantization"] = prov
+        out["gate"] = read_gate(m)
     return out
 
 
@@ -69,6 +112,13 @@ def engine_info(engine: Path) -> dict[str, Any]:
         out["sidecar"] = read_sidecar(engine)
     except EngineCompatError as exc:
         out["sidecar_error"] = str(exc)
+        out["compatible_here"] = False
+        return out
+    bad = sidecar_field_problems(out["sidecar"])
+    if bad:
+        out["sidecar_error"] = (f"engine {engine}: sidecar {out['sidecar_path']} is malformed: " + "; ".join(bad)
+                                + ". Rebuild the engine with `edgeqc build` (it writes the sidecar).")
+        out["compatible_here"] = False
         return out
     if not engine.is_file():
         out["compatible_here"] = None
@@ -109,6 +159,27 @@ def describe(path: str | Path) -> dict[str, Any]:
     raise ValueError(f"{p}: unknown file kind {suffix!r}; expected .onnx, .engine/.plan/.trt or <engine>.json")
 
 
+def not_runnable(d: dict[str, Any]) -> bool:
+    """True when :func:`format_info` says ``runs here: NO`` for :func:`describe`'s dict (an engine
+    or sidecar with a missing/malformed sidecar, a missing plan, or a compatibility problem)."""
+    return d["kind"] != "onnx" and ("sidecar_error" in d or (d.get("compatible_here") is not True
+                                                              and bool(d.get("problems"))))
+
+
+def _gate_line(gate: dict[str, Any] | None) -> str:
+    if gate is None:
+        return "accuracy gate: unknown (no edgeqc.gate metadata: not gated by `edgeqc build`)"
+    if "error" in gate:
+        return f"accuracy gate: REFUSED ({gate['error']})"
+    parts = "; ".join(f"{k} {g.get('images')} images: top-1 drop {g.get('top1_drop_pp')} pp, escape rise "
+                      f"{g.get('escape_rise_pp')} pp" for k, g in (gate.get("gates") or {}).items()
+                      if isinstance(g, dict))
+    t = gate.get("thresholds") or {}
+    verdict = "PASSED" if gate["passed"] else "REFUSED (`edgeqc build --from-int8` refuses it without --force)"
+    return (f"accuracy gate: {verdict} ({parts}; allowed top-1 drop {t.get('max_top1_drop')} pp, escape rise "
+            f"{t.get('max_escape_rise')} pp)")
+
+
 def format_info(d: dict[str, Any]) -> str:
     """Human-readable lines for :func:`describe`'s dict."""
     lines: list[str] = []
@@ -140,14 +211,17 @@ def format_info(d: dict[str, Any]) -> str:
             lines.append(f"  quantization: {q.get('tool')} method {q.get('method')}, {q.get('calib_images')} "
                          f"calibration images (set sha256 {str(q.get('calib_sha256'))[:16]}…), accuracy-aware "
                          f"{bool(q.get('accuracy_aware'))}, excluded {q.get('excluded')} (--json for everything)")
+        if d.get("precision") == "int8":
+            lines.append("  " + _gate_line(d.get("gate")))
         return "\n".join(lines)
     lines.append(f"TensorRT engine {d['path']}" + (f" ({d['bytes'] / 1e6:.2f} MB)" if "bytes" in d else ""))
     lines.append(f"  sidecar {d['sidecar_path']}")
     if "sidecar_error" in d:
         lines.append(f"  {d['sidecar_error']}")
+        lines.append("  runs here: NO (the runtime refuses an engine without a readable, well-formed sidecar)")
         return "\n".join(lines)
     s = d["sidecar"]
-    cc = s.get("compute_capability") or ["?", "?"]
+    cc = s["compute_capability"]
     lines.append(f"  built with TensorRT {s.get('trt_version')} on {s.get('device_name')} (compute capability "
                  f"{cc[0]}.{cc[1]}), precision {s.get('precision')}")
     for k in ("inputs", "outputs"):

@@ -6,7 +6,10 @@ Exit codes (documented in docs/build.md):
 - 1 :data:`EXIT_ERROR` — bad input or a failed step; the message names the file/field/value.
 - 2 — usage or configuration error (argparse / ``edge.cli``).
 - 3 :data:`EXIT_GATE_REFUSED` — the INT8 model misses the accuracy gate; the numbers are printed
-  (with ``--accuracy-aware``: even with the float layer limit; numbers of the best attempt).
+  (with ``--accuracy-aware``: even with the float layer limit; numbers of the best attempt). The
+  refused model is kept as ``<name>.int8.refused.onnx`` (never under the accepted name
+  ``<name>.int8.onnx``); both carry the outcome in their ``edgeqc.gate`` metadata. Also: ``--from-int8``
+  on a model whose ``edgeqc.gate`` says refused (unless ``--force``).
 - 4 :data:`EXIT_NO_TENSORRT` — the Q/DQ model is written and passed the gate, but TensorRT is
   not installed here: build the engine on the target device with
   ``edgeqc build --from-int8 MODEL.int8.onnx --out DIR``.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,18 @@ class BuildRequest:
     progress: bool = True
     engine: bool = True
     json_out: str | None = None
+    force: bool = False  # --from-int8: build even when the model's edgeqc.gate says refused
+
+
+def refused_name(int8_path: Path) -> Path:
+    """Where a gate-refused Q/DQ model goes: ``out/net.int8.onnx`` -> ``out/net.int8.refused.onnx``."""
+    return int8_path.with_name(int8_path.name.removesuffix(".onnx") + ".refused.onnx")
+
+
+def gate_record(gated: Any, thresholds: Any) -> dict[str, Any]:
+    """The ``edgeqc.gate`` metadata of a gated model: ``passed``, thresholds, numbers per image set."""
+    return {"passed": bool(gated.passed), "thresholds": dict(vars(thresholds)),
+            "gates": {k: g.to_dict() for k, g in gated.gates.items()}, "tool": "edgeqc build"}
 
 
 def _engine_name(onnx: Path) -> str:
@@ -117,7 +132,7 @@ def _from_int8(req: BuildRequest, out: Any) -> int:
 
     from calibration.graph_stats import precision_stats
     from calibration.qdq_check import require_valid_qdq
-    from calibration.quantize import read_provenance
+    from calibration.quantize import read_gate, read_provenance
     from edge.model_spec import resolve_spec
 
     assert req.from_int8 is not None
@@ -127,10 +142,26 @@ def _from_int8(req: BuildRequest, out: Any) -> int:
     check = require_valid_qdq(m, str(onnx_path))
     stats = precision_stats(m, spec.input_size)
     prov = read_provenance(m)
+    gate = read_gate(m)
     print(f"Q/DQ model {onnx_path}: graph check OK ({check.dequantize_nodes} DQ); "
           f"{100 * stats.int8_mac_share:.1f} % of MACs INT8; float layers: {list(stats.float_layers) or 'none'}",
           file=out)
-    quant = {"provenance": prov, "precision": stats.to_dict()}
+    if gate is None:
+        print("accuracy gate: no edgeqc.gate record in the model (not gated by `edgeqc build`)", file=out)
+    elif gate["passed"]:
+        print("accuracy gate: PASSED (edgeqc.gate)", file=out)
+    elif not req.force:
+        why = gate.get("error") or "; ".join(
+            f"{k}: top-1 drop {g.get('top1_drop_pp')} pp, escape rise {g.get('escape_rise_pp')} pp"
+            for k, g in (gate.get("gates") or {}).items())
+        print(f"\nREFUSED: {onnx_path} was refused by the accuracy gate ({why}; thresholds "
+              f"{gate.get('thresholds')}). No engine built. Fix the model (e.g. --accuracy-aware) or, knowingly, "
+              "pass --force to build it anyway.", file=out)
+        print(f"exit code {EXIT_GATE_REFUSED}: accuracy gate refused", file=out)
+        return EXIT_GATE_REFUSED
+    else:
+        print("WARNING: the accuracy gate REFUSED this model; building anyway (--force)", file=out)
+    quant = {"provenance": prov, "precision": stats.to_dict(), "gate": gate}
     return _engine_or_stop(req, onnx_path, spec, calib_sha=prov.get("calib_sha256"), quantization=quant, out=out)
 
 
@@ -139,8 +170,10 @@ def _int8(req: BuildRequest, out: Any) -> int:
     from calibration.cache import RangeCache, write_json_atomic
     from calibration.calibrate import calibration_report, prepare_ranges, quantize_with_modelopt
     from calibration.gate import GateThresholds
+    from calibration.quantize import stamp_gate
     from calibration.search import Trial
     from edge.model_spec import resolve_spec
+    from edge.onnx_info import file_sha256
 
     assert req.model is not None
     if req.calib is None or req.val is None:
@@ -205,6 +238,15 @@ def _int8(req: BuildRequest, out: Any) -> int:
     for g in gated.gates.values():
         print(f"gate {g.message()}", file=out)
 
+    # the outcome goes into the model; a refused model never keeps the accepted name
+    final = int8_path if gated.passed else refused_name(int8_path)
+    stamp_gate(int8_path, final, gate_record(gated, thresholds))
+    if gated.passed:
+        refused_name(int8_path).unlink(missing_ok=True)  # a refused model of an earlier build
+    gated.qdq = replace(gated.qdq, path=final, sha256=file_sha256(final))
+    for mr in gated.evaluation.models:
+        if mr.path == int8_path:
+            mr.path = final
     report = calibration_report(req.model, ranges, gated.qdq, spec, min_images=req.min_images,
                                 extra={"gate": gated.summary(), "evaluation": gated.evaluation.to_dict()})
     report_path = int8_path.with_name(int8_path.name.removesuffix(".onnx") + ".report.json")
@@ -220,8 +262,9 @@ def _int8(req: BuildRequest, out: Any) -> int:
         limit = (" even with the float layer limit (--max-float-layers); numbers above are the best attempt"
                  if req.accuracy_aware else "")
         print(f"\nREFUSED: the INT8 model misses the accuracy gate{limit} (max top-1 drop "
-              f"{thresholds.max_top1_drop} pp, max escape rise {thresholds.max_escape_rise} pp). No engine built."
-              f"{hint}", file=out)
+              f"{thresholds.max_top1_drop} pp, max escape rise {thresholds.max_escape_rise} pp). No engine built; "
+              f"the refused model is kept as {final} (not {int8_path.name}; its edgeqc.gate metadata says "
+              f"refused).{hint}", file=out)
         print(f"exit code {EXIT_GATE_REFUSED}: accuracy gate refused", file=out)
         return EXIT_GATE_REFUSED
     return _engine_or_stop(req, gated.qdq.path, spec, calib_sha=ranges.calib_sha256,
