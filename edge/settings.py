@@ -171,7 +171,7 @@ class MetricsSettings(_Section):
 class ReviewSettings(_Section):
     host: str = Field("127.0.0.1", pattern=HOST_PATTERN, description="Bind address of the operator review page.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the review page.")
-    stations: list[str] = Field(["tcp://127.0.0.1:5556"], min_length=1, description="ZeroMQ PUB endpoints of the stations to follow.")
+    stations: list[str] = Field(["tcp://127.0.0.1:5556"], description="ZeroMQ PUB endpoints of the stations to follow.")
     db_path: str = Field("./edgeqc-review.sqlite", description="SQLite file with the operator verdicts.")
     token: str | None = Field(None, description="Login token; required when host is not loopback.")
     shift_starts: list[str] = Field(

@@ -35,7 +35,7 @@ if [ ${#units[@]} -eq 0 ]; then
       -e 's#^port = "/dev/ttyUSB0".*#port = "/dev/serial/by-id/usb-FTDI_FT232R-if00-port0"#' \
       -e 's#^path = "/var/lib/edgeqc/archive".*#path = "/data/edgeqc-archive"#' \
       "$repo/systemd/edgeqc.toml.example" > "$work/rendered.toml"
-  (cd "$repo" && "$py" -m edge.cli install-service --root "$work/root" --exec "$work/bin/edgeqc" \
+  (cd "$repo" && "$py" -m edge.cli install-service --root "$work/root" --exec /opt/edgeqc/venv/bin/edgeqc \
       --config-example "$work/rendered.toml" >/dev/null)
   units+=("$work/root/etc/systemd/system/edgeqc.service")
 fi
