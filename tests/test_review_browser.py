@@ -144,3 +144,56 @@ def test_live_reject_verdict_store_export_restart(browser: Any, tmp_path: Path) 
         srv.stop()
         station.close()
         ctx.term()
+
+
+def test_rejects_of_a_running_demo_station_appear_live(browser: Any, tmp_path: Path) -> None:
+    """Issue 5's "with edgeqc demo running": a real demo station (demo model over rendered parts,
+    free-run, ZeroMQ on loopback) feeds the review page; its rejects show up in Chromium and a
+    verdict lands in the store and in an export that `edgeqc evaluate` accepts as a labelled folder."""
+    import socket
+
+    from edge.app import Station
+    from edge.review.export import export_review as export
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sk.getsockname()[1]}"
+    settings = load_settings(
+        camera={"source": "demo", "loop": True, "fps": 20},
+        plc={"enabled": False, "mode": "free_run"},
+        zmq={"endpoint": endpoint, "status_interval_ms": 200},
+        archive={"enabled": False}, metrics={"enabled": False},
+    )
+    station = Station(settings)
+    db = tmp_path / "review.sqlite"
+    srv = start_server(db, endpoint)
+    page = browser.new_page()
+    try:
+        time.sleep(0.5)  # let the SUB connect before the first reject
+        station.start()
+        page.goto(srv.url)
+        page.wait_for_selector("#conn.on", timeout=15000)
+        page.wait_for_selector("#rejects .reject", timeout=30000)
+        label = page.inner_text("#d-label")
+        assert label in ("scratch", "hole", "crack", "uncertain")
+        page.fill("#who", "ben")
+        page.dispatch_event("#who", "change")
+        page.click("#btn-good")  # the operator says: false reject
+        store = ReviewStore(db, ("free",))
+        wait_for(lambda: list(store.reviewed()), what="verdict stored")
+    finally:
+        station.stop()
+        page.close()
+        srv.stop()
+    out = tmp_path / "export"
+    summary = export(ReviewStore(db, ("free",)), out, "free")
+    assert (out / "free").is_dir() and len(list((out / "free").iterdir())) >= 1
+    assert summary is not None
+    import subprocess
+    import sys
+
+    from edge.app import DEMO_MODEL
+
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "evaluate", "--val", str(out), "--fp32", str(DEMO_MODEL),
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
