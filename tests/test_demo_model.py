@@ -53,7 +53,8 @@ def test_demo_model_accuracy_on_heldout_render(predictions: tuple[np.ndarray, np
     y_true, y_pred = predictions
     assert len(y_true) == 4 * TEST_PER_CLASS
     correct = int((y_true == y_pred).sum())
-    # measured with the committed model: 158/160 (2 misses, see docs/demo.md); allow a margin
+    # measured with the committed model: 156/160, per class free 40, scratch 38, hole 39, crack 39
+    # (numpy 2.4.6, OpenCV 5.0.0); floors leave a margin for other library versions
     assert correct >= 152, f"top-1 {correct}/{len(y_true)}"
     for k, name in enumerate(synth.CLASSES):
         hits = int(((y_true == k) & (y_pred == k)).sum())

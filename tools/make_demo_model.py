@@ -7,7 +7,7 @@ build of torch (a plain ``pip install torch`` may pull a multi-GB CUDA build)::
     python3 -m venv /tmp/torchvenv
     /tmp/torchvenv/bin/pip install torch==2.13.0 numpy opencv-python-headless onnx onnxruntime \\
         pydantic pydantic-settings pillow      # the last three: edgeqc's own preprocess/model_spec
-    /tmp/torchvenv/bin/python tools/make_demo_model.py            # ~5 min on 2 CPU cores
+    /tmp/torchvenv/bin/python tools/make_demo_model.py   # ~8 min on 2 idle CPU cores
 
 Writes ``edge/demo/demo_model.onnx`` (opset 17, input ``input`` ``[N,3,112,112] float32`` RGB,
 ``(x/255 - 0.5)/0.5``, stretch-resized with OpenCV INTER_AREA; output ``logits`` ``[N,4] float32``

@@ -47,7 +47,7 @@ _ONE = 1 << _SHIFT
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _fix(pts: np.ndarray) -> np.ndarray:
+def _fix(pts: np.ndarray | tuple[float, float]) -> np.ndarray:
     """Float pixel coordinates -> OpenCV fixed-point int32 for ``shift=_SHIFT``."""
     return np.round(np.asarray(pts, dtype=np.float64) * _ONE).astype(np.int32)
 
@@ -63,8 +63,8 @@ _XX, _YY = _grid()
 def _smooth_noise(rng: np.random.Generator, sigma: float, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Gaussian-blurred white noise, rescaled to unit std. ``[H,W] float32``."""
     h, w = shape or (IMAGE_HEIGHT, IMAGE_WIDTH)
-    n = rng.standard_normal((h, w), dtype=np.float32)
-    n = cv2.GaussianBlur(n, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    white = rng.standard_normal((h, w), dtype=np.float32)
+    n: np.ndarray = cv2.GaussianBlur(white, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     s = float(n.std())
     return n / s if s > 0 else n
 
@@ -156,12 +156,13 @@ def _metal(rng: np.random.Generator, part: _Part) -> np.ndarray:
         # anisotropic sheen of a turned face: brighter along one diameter
         theta = np.arctan2(_YY - cy, _XX - cx)
         sheen = np.cos(2 * (theta - math.radians(part.angle))) * rng.uniform(4, 14)
-        tex = turn + sheen
+        tex: np.ndarray = turn + sheen
     else:
-        n = rng.standard_normal((IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.float32)
-        n = cv2.GaussianBlur(n, (0, 0), sigmaX=rng.uniform(5, 9), sigmaY=0.45, borderType=cv2.BORDER_REFLECT)
+        white = rng.standard_normal((IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.float32)
+        streaks = cv2.GaussianBlur(white, (0, 0), sigmaX=rng.uniform(5, 9), sigmaY=0.45, borderType=cv2.BORDER_REFLECT)
         rot = cv2.getRotationMatrix2D(part.center, -part.angle, 1.0)
-        n = cv2.warpAffine(n, rot, (IMAGE_WIDTH, IMAGE_HEIGHT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        n: np.ndarray = cv2.warpAffine(streaks, rot, (IMAGE_WIDTH, IMAGE_HEIGHT), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REFLECT)
         tex = n / max(float(n.std()), 1e-6) * rng.uniform(2.5, 6.0)
     grain = _smooth_noise(rng, 0.7) * rng.uniform(1.0, 3.0)
     blotch = _smooth_noise(rng, 14.0) * rng.uniform(2.0, 6.0)
@@ -294,7 +295,7 @@ def render_part(rng: np.random.Generator, defect: str) -> np.ndarray:
 
     # drop shadow of the part on the belt
     shift = rng.uniform(2, 6, 2)
-    rot = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    rot = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32)
     shadow = cv2.warpAffine(part.mask, rot, (IMAGE_WIDTH, IMAGE_HEIGHT))
     shadow = cv2.GaussianBlur(shadow, (0, 0), rng.uniform(2, 4))
     belt = belt * (1.0 - rng.uniform(0.3, 0.55) * shadow)[..., None]
