@@ -118,7 +118,9 @@ def rss_growth(samples: Sequence[tuple[float, int]], warmup_fraction: float = 0.
     t, v = t[keep], v[keep]
     k = max(1, len(v) // 10)
     slope = float(np.polyfit((t - t[0]) / 60.0, v, 1)[0]) if len(v) >= 3 and t[-1] > t[0] else 0.0
+    idx = np.linspace(0, len(v) - 1, min(len(v), 21)).round().astype(int)
     return {"samples": len(v), "duration_s": round(float(t[-1] - t[0]), 1),
+            "timeline_mib": [[round(float(t[i] - t[0]), 1), round(float(v[i]), 2)] for i in idx],
             "start_mib": round(float(v[:k].mean()), 2), "end_mib": round(float(v[-k:].mean()), 2),
             "peak_mib": round(float(v.max()), 2), "growth_mib": round(float(v[-k:].mean() - v[:k].mean()), 2),
             "slope_mib_per_min": round(slope, 3)}
