@@ -42,7 +42,13 @@ def open_backend_for(settings: Settings) -> Any:
 
     from edge.backends import open_backend
 
-    backend = open_backend(resolve_model_path(settings).model)
+    from edge.backends.select import choose_cpu_model
+
+    model = resolve_model_path(settings).model
+    choice = choose_cpu_model(model, prefer=model.precision)
+    if choice.path != Path(model.path):
+        log.info("model: %s (%s)", choice.path.name, choice.reason)
+    backend = open_backend(model.model_copy(update={"path": str(choice.path)}), spec=choice.spec)
     h, w = backend.spec.input_size
     for n in sorted({1, backend.max_batch}):
         backend.infer(np.zeros((n, 3, h, w), np.float32))
@@ -60,6 +66,7 @@ class Station:
     def __init__(self, settings: Settings, plc_port: str | None = None) -> None:
         from edge.capture import open_source
         from edge.inspection import Inspector
+        from edge.preprocess import Fitter
         from edge.publish import Publisher
 
         self.settings = settings
@@ -73,8 +80,9 @@ class Station:
                 from edge.demo.synth import replay_order
 
                 demo_folder, lister = make_demo_folder(n=settings.camera.demo_parts), replay_order
+            # The resize runs in the capture thread, off the trigger path (bit-identical result).
             self.source = open_source(settings.camera, channel_order=self.backend.spec.channel_order,
-                                      demo_folder=demo_folder, lister=lister)
+                                      demo_folder=demo_folder, lister=lister, prepare=Fitter(self.backend.spec))
             self._closers.append(self.source.close)
             sinks: list[Any] = []
             self.publisher = None
@@ -154,6 +162,9 @@ class Station:
             except Exception:
                 backend.close()
                 raise
+            from edge.preprocess import Fitter
+
+            self.source.prepare = Fitter(backend.spec)  # frames fitted for the old model are ignored
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running model
             why = f"reload failed, keeping {self.inspector.model_info.name}: {exc}"
             log.error(why)

@@ -79,6 +79,10 @@ class ModelSettings(_Section):
     std: tuple[float, float, float] | None = Field(None, description="Per-channel std divided after mean subtraction (model channel order).")
     output: Literal["auto", "logits", "probabilities"] = Field("auto", description="What the model outputs; auto detects a final Softmax.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ONNX Runtime default.")
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description=(
+            "CPU (ONNX Runtime) only: with a '<name>.int8.onnx' beside the model, auto runs whichever is faster "
+            "on this CPU (timed at start; FP32 wins ties), fp32/int8 force one."))
     max_batch: int = Field(8, ge=1, description="Largest batch the runtime forms from pending triggers.")
 
 

@@ -123,6 +123,9 @@ def test_ready_watchdog_reload_keep_old_on_corrupt_and_drain(tmp_path: Path) -> 
             assert report.triggers_sent == 200 and report.answered == 200
             assert (report.missing, report.duplicates, report.unexpected, report.late) == ([], [], [], [])
             assert report.bad_checksum == 0 and not report.failsafe
+            deadline = time.monotonic() + 10  # outputs follow the RES (written first) by design
+            while len(models) < 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
             n_after = len(models)
             assert set(models[-20:]) == {"model_b.onnx"}  # still answering with the last good model
             assert proc.poll() is None
