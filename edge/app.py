@@ -41,7 +41,6 @@ def open_backend_for(settings: Settings) -> Any:
     import numpy as np
 
     from edge.backends import open_backend
-
     from edge.backends.select import choose_cpu_model
 
     model = resolve_model_path(settings).model
