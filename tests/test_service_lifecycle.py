@@ -97,6 +97,10 @@ def test_ready_watchdog_reload_keep_old_on_corrupt_and_drain(tmp_path: Path) -> 
         try:
             ready = sd.wait_for("READY", timeout=60)
             assert ready["READY"] == "1" and "camera ok" in ready.get("STATUS", "")
+            deadline = time.monotonic() + 10  # ZeroMQ slow joiner: subscribed once a status arrives
+            while not statuses and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert statuses, "no status message: the SUB never connected"
             sim = PlcSimulator(pty.b, rate_hz=20, count=200, answer_timeout_ms=3000)
             sim.start()
             time.sleep(2.0)
