@@ -19,9 +19,9 @@ import json
 import logging
 from typing import Any
 
-import cv2
 import zmq
 
+from edge.archive import encode_frame
 from edge.result import InspectionResult
 from edge.settings import ZmqSettings
 
@@ -61,11 +61,9 @@ class Publisher:
             jpeg = b""
             bgr = result.frame_bgr()
             if bgr is not None:
-                img = bgr if bgr.dtype == "uint8" else cv2.convertScaleAbs(bgr, alpha=1 / 257)
-                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-                if ok:
-                    jpeg = buf.tobytes()
-                else:
+                try:
+                    jpeg = encode_frame(bgr, "jpg", self.settings.jpeg_quality)
+                except ValueError:
                     self.stats["encode_errors"] += 1
             self._send([b"reject", body, jpeg])
 
