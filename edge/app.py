@@ -109,7 +109,7 @@ class Station:
 
                 self.link = PlcLink(settings.plc, on_trigger=self._on_trigger, on_state=self._on_plc_state,
                                     health=self._healthy, port=plc_port)
-                send = self.link.send
+                send = self.link.send_now
             self.inspector = Inspector(settings, self.backend, self.source, send_telegram=send, sinks=sinks)
             if self.metrics is not None:
                 self.metrics.bind(self.inspector)

@@ -215,9 +215,12 @@ class RejectArchive:
         """Queue a reject (or a sampled pass) for writing; never blocks, never raises on disk trouble."""
         if self._thread is None:
             return
+        reject = getattr(result, "is_reject", None)
+        if reject is None:
+            reject = result.to_message().get("verdict") != "pass"
+        if not reject and not self._sample_pass():
+            return  # a pass, not sampled: nothing more to build
         msg = result.to_message()
-        if msg.get("verdict") == "pass" and not self._sample_pass():
-            return
         frame = _frame_bgr(result)
         nbytes = int(frame.nbytes) if frame is not None else 0
         with self._lock:

@@ -10,10 +10,11 @@ thread (a full queue drops the output, counted, never the PLC answer).
 
 Overlap (docs/performance.md): capture runs in its own thread (camera grabber, or the replay
 reader decoding ahead), outputs in theirs. A backend with asynchronous inference
-(``submit``/``input_buffer``/``inflight_slots``: the TensorRT backend) gets two batches in flight:
-the inspection thread preprocesses the next batch straight into the backend's second page-locked
-input buffer while the GPU runs the previous one. Synchronous backends (ONNX Runtime, noop) run
-inline: on the CPU the model already uses every core, and a hand-off would only add latency.
+(``submit``/``input_buffer``/``inflight_slots``: TensorRT on its CUDA streams, ONNX Runtime in its
+worker thread) gets two batches in flight: the inspection thread preprocesses the next batch
+into the backend's second input buffer, and answers the previous one, while the model runs. A
+lone trigger (nothing in flight, nothing waiting) runs inline on ONNX Runtime: the hand-off would
+only add two thread wake-ups of latency. The noop backend always runs inline.
 
 Drops are explicit and counted in :attr:`Inspector.stats`: ``free_run_skipped`` (frames not
 inspected because of ``plc.free_run_every``), ``outputs_dropped`` (outputs queue full); a live
@@ -59,7 +60,7 @@ class Inspector:
         settings: the settings tree.
         backend: an open :class:`edge.backends.Backend` (its ``spec`` gives labels and preprocessing).
         source: an open frame source from :func:`edge.capture.open_source`.
-        send_telegram: queues bytes to the PLC (``PlcLink.send``); None = no PLC.
+        send_telegram: writes or queues bytes to the PLC (``PlcLink.send_now``); None = no PLC.
         sinks: outputs called from the outputs thread with each :class:`InspectionResult`.
         status_sinks: callables given the status dict every ``zmq.status_interval_ms``.
     """
@@ -260,7 +261,8 @@ class Inspector:
                     self._maybe_swap()  # between batches only
                 jobs = self._jobs_for(parts)
                 if jobs:
-                    batch = self._submit(jobs)
+                    # alone (no batch in flight, no trigger waiting): run inline, lowest latency
+                    batch = self._submit(jobs, inline=not inflight and self._triggers.empty())
                     if batch is not None:
                         inflight.append(batch)
             # Answer the oldest batch now, unless another one can still go in flight first (async
@@ -357,16 +359,17 @@ class Inspector:
         if batch is not None:
             self._complete(batch)
 
-    def _submit(self, jobs: list[tuple[Part, Any, float]]) -> _Batch | None:
-        """Preprocess ``jobs`` into a free input buffer and start their inference. None: it failed
-        and every part was answered fail-safe ERROR."""
+    def _submit(self, jobs: list[tuple[Part, Any, float]], inline: bool = False) -> _Batch | None:
+        """Preprocess ``jobs`` into a free input buffer and start their inference (``inline``: run
+        it now where the backend allows, see :class:`_Slots`). None: it failed and every part was
+        answered fail-safe ERROR."""
         t0 = time.monotonic()
         slots = self._slots
         key = slots.fit_key
         images = [f.prepared if f.prepared is not None and f.prepared_key == key else f.image
                   for _, f, _ in jobs]  # a frame the capture thread already fitted skips the resize
         try:
-            pending, t_pre = slots.submit(images)
+            pending, t_pre = slots.submit(images, inline)
         except Exception as exc:  # noqa: BLE001 - any runtime error: the parts get a fail-safe ERROR
             self._infer_failed(jobs, exc)
             return None
@@ -482,9 +485,11 @@ class _Slots:
     """The input buffers of one backend and how batches run on it.
 
     Synchronous backends: one ``[max_batch,3,H,W] float32`` buffer, ``infer`` inline, depth 1.
-    Backends with ``submit(slot, n)``, ``input_buffer(slot)`` and ``inflight_slots`` (TensorRT):
-    frames are preprocessed straight into the backend's page-locked input of the next slot and the
-    inference starts asynchronously; up to ``inflight_slots`` batches are in flight.
+    Backends with ``submit(slot, n)``, ``input_buffer(slot)`` and ``inflight_slots`` (TensorRT,
+    ONNX Runtime): frames are preprocessed straight into the backend's input buffer of the next
+    slot (page-locked for TensorRT) and the inference starts asynchronously; up to
+    ``inflight_slots`` batches are in flight. A backend with ``inline_when_idle`` (ONNX Runtime)
+    runs ``infer`` on that buffer instead when the caller asks for ``inline``.
     """
 
     def __init__(self, backend: Any) -> None:
@@ -495,6 +500,7 @@ class _Slots:
         self.asynchronous = callable(getattr(backend, "submit", None)) and callable(
             getattr(backend, "input_buffer", None))
         self.depth = max(1, int(getattr(backend, "inflight_slots", 1))) if self.asynchronous else 1
+        self.inline_ok = self.asynchronous and bool(getattr(backend, "inline_when_idle", False))
         if self.asynchronous:
             self._pre = [Preprocessor(self.spec, self.max_batch, buffer=backend.input_buffer(i))
                          for i in range(self.depth)]
@@ -502,15 +508,16 @@ class _Slots:
             self._pre = [Preprocessor(self.spec, self.max_batch)]
         self._next = 0
 
-    def submit(self, frames: list[np.ndarray]) -> tuple[_Pending, float]:
-        """Preprocess ``frames`` into the next slot and start the inference (synchronous backends:
-        run it). Returns the pending result (``.wait()`` gives probabilities ``[n,C] float32``) and
-        the time.monotonic() s when preprocessing ended."""
+    def submit(self, frames: list[np.ndarray], inline: bool = False) -> tuple[_Pending, float]:
+        """Preprocess ``frames`` into the next slot and start the inference (synchronous backends,
+        or ``inline`` with an ``inline_when_idle`` backend: run it). Returns the pending result
+        (``.wait()`` gives probabilities ``[n,C] float32``) and the time.monotonic() s when
+        preprocessing ended."""
         slot = self._next
         self._next = (slot + 1) % self.depth
         batch = self._pre[slot].batch(frames)
         t_pre = time.monotonic()
-        if self.asynchronous:
+        if self.asynchronous and not (inline and self.inline_ok):
             pending: _Pending = self.backend.submit(slot, len(frames))
             return pending, t_pre
         return _Done(self.backend.infer(batch)), t_pre

@@ -57,6 +57,7 @@ class InspectionResult:
     frame: np.ndarray | None = None
     truth: str | None = None
     channel_order: str = "RGB"
+    _message: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -67,7 +68,14 @@ class InspectionResult:
         return not self.verdict.passed
 
     def to_message(self) -> dict[str, Any]:
-        """The schema-v1 JSON object (see docs/ARCHITECTURE.md)."""
+        """The schema-v1 JSON object (see docs/ARCHITECTURE.md). Built once: ZeroMQ, metrics and
+        the archive all read it, so a result must not be changed once it was emitted; treat the
+        dict as read-only."""
+        if self._message is None:
+            self._message = self._build_message()
+        return self._message
+
+    def _build_message(self) -> dict[str, Any]:
         probs: dict[str, float] = {}
         if self.probabilities is not None:
             probs = {name: round(float(p), 6) for name, p in zip(self.labels, self.probabilities)}

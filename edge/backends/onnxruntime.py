@@ -3,10 +3,20 @@
 Fixed-batch models (input ``[B,3,H,W]`` with a number B) are fed in chunks of B, the last one
 zero-padded and its extra rows dropped; dynamic-batch models get chunks of ``model.max_batch``
 in one ``session.run`` each.
+
+Overlap (docs/performance.md): besides the synchronous :meth:`OnnxRuntimeBackend.infer`, the
+backend offers the same ``input_buffer(slot)`` / ``submit(slot, n)`` / ``inflight_slots``
+interface as the TensorRT backend. ``session.run`` then runs in one worker thread (ONNX Runtime
+releases the GIL while it computes: ``onnxruntime/python/onnxruntime_pybind_state.cc``,
+``py::gil_scoped_release`` around ``Run``), so the inspection thread preprocesses the next frame
+and answers the previous one while the model runs: the model's core never waits for Python glue.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +30,23 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from edge.settings import ModelSettings
+
+
+def default_intra_op_threads(cpus: int | None = None) -> int:
+    """ONNX Runtime intra-op threads for ``model.intra_op_threads = 0`` (auto): one core fewer than
+    this process may use (at least 1, at most 4).
+
+    The free core runs capture, the PLC link and the outputs; on the 2-core CI machines two
+    spinning ONNX Runtime threads beside them doubled the inference time (BENCHMARKS.md,
+    "Findings"). More than 4 threads gain little for a batch-1 224x224 classifier.
+    ``cpus``: defaults to ``len(os.sched_getaffinity(0))`` (honours taskset/cgroup cpusets).
+    """
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus - 1))
 
 
 class OnnxRuntimeBackend:
@@ -47,7 +74,8 @@ class OnnxRuntimeBackend:
         self.precision: str = read_onnx_info(self.model_path).precision
         self.model_hash: str = file_sha256(self.model_path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(settings.intra_op_threads)
+        self.intra_op_threads: int = int(settings.intra_op_threads) or default_intra_op_threads()
+        opts.intra_op_num_threads = self.intra_op_threads
         opts.log_severity_level = 3  # errors only
         try:
             self._session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
@@ -70,6 +98,82 @@ class OnnxRuntimeBackend:
         if self._fixed_batch is not None:
             self._pad = np.zeros((self._fixed_batch, 3, *s.input_size), np.float32)
         self._closed = False
+        self._lock = threading.Lock()  # _pad and the session between infer() callers
+        self._inputs: list[np.ndarray] = []  # input_buffer(slot), made on first use
+        self._jobs: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._results: list[queue.SimpleQueue[np.ndarray | BaseException]] = []
+        self._busy: list[bool] = []
+        self._worker: threading.Thread | None = None
+
+    inflight_slots: int = 2
+    """Batches in flight through :meth:`submit`: the worker runs one while the caller fills the other."""
+    inline_when_idle: bool = True
+    """The inspection loop may call :meth:`infer` on a slot's buffer instead of :meth:`submit` when
+    it has nothing else to do (a lone trigger): the hand-off to the worker would cost two thread
+    wake-ups of latency and overlap nothing."""
+
+    def input_buffer(self, slot: int) -> np.ndarray:
+        """The input ``[max_batch,3,H,W] float32`` (C-contiguous) of ``slot`` (0 <= slot <
+        :attr:`inflight_slots`): write a batch into its first rows, then :meth:`submit`.
+
+        Raises:
+            BackendError: closed, or slot out of range.
+        """
+        self._check_slot(slot)
+        if not self._inputs:
+            H, W = self.spec.input_size
+            self._inputs = [np.zeros((self.max_batch, 3, H, W), np.float32) for _ in range(self.inflight_slots)]
+            self._results = [queue.SimpleQueue() for _ in range(self.inflight_slots)]
+            self._busy = [False] * self.inflight_slots
+        return self._inputs[slot]
+
+    def submit(self, slot: int, n: int) -> _Pending:
+        """Queue the inference of the first ``n`` rows of :meth:`input_buffer` ``(slot)`` to the
+        worker thread and return at once; :meth:`_Pending.wait` gives probabilities ``[n,C] float32``.
+
+        Raises:
+            BackendError: closed, bad slot or ``n``, or the slot still has a batch in flight.
+        """
+        self.input_buffer(slot)
+        if not 1 <= n <= self.max_batch:
+            raise BackendError(f"onnxruntime: submit of {n} rows, expected 1..{self.max_batch} (max_batch)")
+        if self._busy[slot]:
+            raise BackendError(f"onnxruntime: slot {slot} still has a batch in flight (wait() for it first)")
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="edgeqc-onnxruntime", daemon=True)
+            self._worker.start()
+        self._busy[slot] = True
+        self._jobs.put((slot, n))
+        return _Pending(self, slot)
+
+    def _check_slot(self, slot: int) -> None:
+        if self._closed:
+            raise BackendError(f"onnxruntime backend for {self.model_path} is closed")
+        if not 0 <= slot < self.inflight_slots:
+            raise BackendError(f"onnxruntime: slot {slot} out of range (inflight_slots = {self.inflight_slots})")
+
+    def _work(self) -> None:
+        """Worker thread: run queued slots in order; each result (or exception) goes to its slot."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            slot, n = job
+            out: np.ndarray | BaseException
+            try:
+                out = self.infer(self._inputs[slot][:n])
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                out = exc
+            self._results[slot].put(out)
+
+    def _wait(self, slot: int) -> np.ndarray:
+        try:
+            out = self._results[slot].get()
+        finally:
+            self._busy[slot] = False
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """``[N,3,H,W] float32`` -> probabilities ``[N,C] float32`` (see :class:`edge.backends.Backend`)."""
@@ -79,6 +183,17 @@ class OnnxRuntimeBackend:
         n, C = batch.shape[0], self.spec.num_classes
         if n == 0:
             return np.empty((0, C), np.float32)
+        with self._lock:
+            raw = self._run(batch, n)
+        if raw.shape != (n, C):
+            raise BackendError(f"{self.model_path}: output {self.spec.output_name!r} has shape {list(raw.shape)}, "
+                               f"expected [{n},{C}] ({C} labels)")
+        return as_probabilities(raw, self.spec)
+
+    def _run(self, batch: np.ndarray, n: int) -> np.ndarray:
+        session = self._session
+        if session is None:
+            raise BackendError(f"onnxruntime backend for {self.model_path} is closed")
         parts = []
         for start in range(0, n, self.max_batch):
             chunk = batch[start:start + self.max_batch]
@@ -88,18 +203,19 @@ class OnnxRuntimeBackend:
                 self._pad[:k] = chunk
                 self._pad[k:] = 0.0
                 feed = self._pad
-            raw = self._session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
+            raw = session.run([self.spec.output_name], {self.spec.input_name: feed})[0]
             parts.append(raw[:k])
-        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if raw.shape != (n, C):
-            raise BackendError(f"{self.model_path}: output {self.spec.output_name!r} has shape {list(raw.shape)}, "
-                               f"expected [{n},{C}] ({C} labels)")
-        return as_probabilities(raw, self.spec)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def close(self) -> None:
-        """Release the session (idempotent)."""
+        """Stop the worker (after the batch it runs) and release the session (idempotent)."""
         self._closed = True
-        self._session = None  # type: ignore[assignment]
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._jobs.put(None)
+            worker.join(timeout=10.0)
+        with self._lock:
+            self._session = None  # type: ignore[assignment]
 
     def __enter__(self) -> Self:
         return self
@@ -109,3 +225,23 @@ class OnnxRuntimeBackend:
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeBackend({self.model_path.name}, {self.precision}, max_batch={self.max_batch})"
+
+
+class _Pending:
+    """A batch submitted with :meth:`OnnxRuntimeBackend.submit`."""
+
+    __slots__ = ("_backend", "_result", "slot")
+
+    def __init__(self, backend: OnnxRuntimeBackend, slot: int) -> None:
+        self._backend, self.slot = backend, slot
+        self._result: np.ndarray | None = None
+
+    def wait(self) -> np.ndarray:
+        """Block until the worker ran this batch; probabilities ``[n,C] float32``.
+
+        Raises:
+            BackendError, BackendInputError: what :meth:`OnnxRuntimeBackend.infer` raised.
+        """
+        if self._result is None:
+            self._result = self._backend._wait(self.slot)
+        return self._result

@@ -160,7 +160,7 @@ class FreeRunRig:
                 self._closers.append(self.sim.close)
                 self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.pty.a,
                                     health=lambda: self.inspector.healthy())
-                send = self.link.send
+                send = self.link.send_now
             self.counter = Counter()
             sinks = [TimedSink("publish", self.publisher, self.times), TimedSink("archive", self.archive, self.times),
                      TimedSink("metrics", self.metrics, self.times), self.counter]

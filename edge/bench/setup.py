@@ -38,18 +38,19 @@ class Sizes:
 
     Attributes:
         rounds: interleaved rounds of item 1 (bare vs pipeline), item 3 (FP32 vs INT8), item 5.
-        frames: frames per round and side in item 1.
+        frames: frames per round and side in item 1 (200: a pipeline block is then ~1.6 s of
+            steady state; its fill and drain, one frame each, weigh 1 %, not 5 % as with 40).
         noop_frames: frames per round in item 5 (no-op backend).
         precision_runs: batch-1 runs per round and model in item 3.
         duration_s: trigger-mode run length (item 2, RSS soak), s.
         block_s: the trigger run is cut into blocks of this length, each followed by a paced bare
-            block (together at most 60 s of bare blocks), s.
+            block (together at most ``trigger.BARE_TOTAL_MAX_S`` of bare blocks), s.
         rate_hz: trigger rate, parts/s.
         calib_images: images used when the bench has to make an INT8 model itself.
     """
 
     rounds: int = 9
-    frames: int = 40
+    frames: int = 200
     noop_frames: int = 300
     precision_runs: int = 40
     duration_s: float = 60.0
@@ -125,6 +126,10 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
         model_over.update(EFFNET_CARD)
     if threads is not None:
         model_over["intra_op_threads"] = threads
+    if not (threads or base.model.intra_op_threads):  # 0 = auto: every session gets the same number
+        from edge.backends.onnxruntime import default_intra_op_threads
+
+        model_over["intra_op_threads"] = default_intra_op_threads()
     decision: dict[str, Any] = base.decision.model_dump()
     if pass_classes:
         decision["pass_classes"] = pass_classes

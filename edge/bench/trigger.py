@@ -27,7 +27,7 @@ from edge.bench.measure import RssSampler, rss_growth, summary
 from edge.bench.pipeline import Counter, TimedSink, samples
 from edge.settings import Settings
 
-BARE_TOTAL_MAX_S = 60.0
+BARE_TOTAL_MAX_S = 300.0  # s: up to 5 minutes both p99s come from the same number of samples
 STAGES = ("capture", "preprocess", "infer", "decide", "plc", "total")
 
 

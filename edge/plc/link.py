@@ -11,6 +11,9 @@ Threads (all daemon, all blocking calls bounded):
 * writer: drains a bounded queue so :meth:`PlcLink.send` never blocks; writes are bounded by
   ``plc.write_timeout_ms``. While the link is lost, queued telegrams are discarded and counted
   (a RES sent late after a reconnect could be taken for the wrong part).
+  :meth:`PlcLink.send_now` (the inspection loop's RES) writes from the calling thread instead when
+  that cannot block and keeps the order: nothing queued before it, no write in progress, room in
+  the kernel's output buffer.
 * heartbeat: ``HBT,<seq>,<OK|FAULT>`` every ``plc.heartbeat_interval_ms`` while the port is open;
   OK/FAULT comes from the ``health()`` callable.
 
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DIRECT_WRITE_MAX_QUEUED = 1024  # bytes: send_now writes itself only below this output-buffer fill
 _FLUSH = object()  # writer sentinel: everything before it has been written (or discarded)
 _COUNTERS = (
     "triggers", "pings", "naks_sent", "heartbeats_sent", "telegrams_sent", "bytes_sent",
@@ -110,6 +114,7 @@ class PlcLink:
         self._counts: Counter[str] = Counter({k: 0 for k in _COUNTERS})
         self.naks_by_reason: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._pending = 0  # telegrams queued or in the writer's hands (send_now keeps FIFO order)
         self._threads: list[threading.Thread] = []
         self._last_warn = 0.0
         self._suppressed = 0
@@ -164,12 +169,45 @@ class PlcLink:
         if self._closing:
             self._drop(telegram, "link closed")
             return False
+        with self._lock:
+            self._pending += 1
         try:
             self._queue.put_nowait(telegram)
         except queue.Full:
+            with self._lock:
+                self._pending -= 1
             self._drop(telegram, f"write queue full ({self._queue.maxsize})")
             return False
         return True
+
+    def send_now(self, telegram: bytes) -> bool:
+        """Write ``telegram`` from the calling thread when that cannot block, else :meth:`send` it.
+
+        Saves the writer thread's wake-up on the trigger -> RES path. Written here only when
+        nothing is queued or being written before it (order kept), the port is open and no other
+        write holds it, and the kernel's output buffer holds under ``DIRECT_WRITE_MAX_QUEUED``
+        bytes (``out_waiting``, TIOCOUTQ; a tty buffer is 4 KiB, so a telegram of under 100 bytes
+        is taken at once: termios(3), tty_ioctl(4)). A stuck port (flow control) therefore never
+        blocks the caller: its telegrams go to the queue and the writer's ``write_timeout_ms``.
+
+        Returns:
+            False if it was dropped (see :meth:`send`), or the write failed (counted, logged).
+        """
+        if self._closing or self._pending or not self._port_lock.acquire(blocking=False):
+            return self.send(telegram)
+        try:
+            port = self._port
+            direct = port is not None and not self._write_failed.is_set() and not self._pending
+            if direct:
+                try:
+                    direct = port.out_waiting + len(telegram) < DIRECT_WRITE_MAX_QUEUED  # type: ignore[union-attr]
+                except (serial.SerialException, OSError, AttributeError):  # no TIOCOUTQ: the writer does it
+                    direct = False
+            if direct:
+                return self._write_locked(port, telegram)  # type: ignore[arg-type]
+        finally:
+            self._port_lock.release()
+        return self.send(telegram)
 
     def send_result(self, part_id: str | int, passed: bool, label: str, probability: float) -> bool:
         """Encode a RES with the configured pass/fail codes and :meth:`send` it."""
@@ -386,25 +424,35 @@ class PlcLink:
             if self._stop.is_set():  # close() gave up flushing: the rest is discarded (and counted) there
                 self._drop(item, "link closed before it was written")
                 return
-            with self._port_lock:
-                port = self._port
-                if port is None or self._write_failed.is_set():
-                    self._drop(item, "PLC port lost")
-                    continue
-                try:
-                    port.write(item)
-                except serial.SerialTimeoutException as exc:
-                    # a stuck port (flow control, no reader): this telegram is lost, the port stays
-                    self._count("write_errors")
-                    self._drop(item, f"write timeout: {exc}")
-                    continue
-                except (serial.SerialException, OSError) as exc:
-                    self._count("write_errors")
-                    self._write_failed.set()
-                    self._drop(item, f"write failed: {exc}")
-                    continue
-            self._count("telegrams_sent")
-            self._count("bytes_sent", len(item))
+            try:
+                with self._port_lock:
+                    port = self._port
+                    if port is None or self._write_failed.is_set():
+                        self._drop(item, "PLC port lost")
+                    else:
+                        self._write_locked(port, item)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def _write_locked(self, port: serial.SerialBase, item: bytes) -> bool:
+        """Write ``item`` (caller holds ``_port_lock``); errors are counted and logged, not raised."""
+        try:
+            port.write(item)
+        except serial.SerialTimeoutException as exc:
+            # a stuck port (flow control, no reader): this telegram is lost, the port stays
+            self._count("write_errors")
+            self._drop(item, f"write timeout: {exc}")
+            return False
+        except (serial.SerialException, OSError) as exc:
+            self._count("write_errors")
+            self._write_failed.set()
+            self._drop(item, f"write failed: {exc}")
+            return False
+        with self._lock:
+            self._counts["telegrams_sent"] += 1
+            self._counts["bytes_sent"] += len(item)
+        return True
 
     def _heartbeat(self) -> None:
         interval = self.settings.heartbeat_interval_ms / 1000

@@ -39,6 +39,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import reduce
+from operator import xor
 
 PROTOCOL = "EQC-ASCII/1"
 MAX_LINE = 64
@@ -139,7 +140,7 @@ def checksum(body: bytes) -> str:
     >>> checksum(b"PONG")
     '16'
     """
-    return f"{reduce(lambda a, b: a ^ b, body, 0):02X}"
+    return f"{reduce(xor, body, 0):02X}"
 
 
 def _frame(body: bytes) -> bytes:
