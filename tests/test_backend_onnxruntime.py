@@ -172,3 +172,80 @@ def test_noop_backend(tmp_path):
 def test_missing_model(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_backend(ModelSettings(path=str(tmp_path / "nope.onnx"), labels=FIVE))
+
+
+# --------------------------------------------------------------------------- overlap (worker thread)
+def _tiny_backend(tmp_path, batch: int | str = "N", max_batch: int = 4) -> OnnxRuntimeBackend:
+    path = make_classifier(tmp_path / "tiny.onnx", batch=batch)
+    settings = ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8), max_batch=max_batch,
+                             intra_op_threads=1)
+    return OnnxRuntimeBackend(settings)
+
+
+@pytest.mark.parametrize("batch", ["N", 4])
+def test_submit_in_two_slots_equals_infer(tmp_path, batch) -> None:
+    """Two batches in flight through the worker give what infer() gives for the same rows."""
+    rng = np.random.default_rng(7)
+    with _tiny_backend(tmp_path, batch=batch) as be:
+        assert be.inflight_slots == 2 and be.inline_when_idle
+        x0 = rng.standard_normal((3, 3, 8, 8), dtype=np.float32)
+        x1 = rng.standard_normal((4, 3, 8, 8), dtype=np.float32)
+        be.input_buffer(0)[:3] = x0
+        be.input_buffer(1)[:4] = x1
+        p0, p1 = be.submit(0, 3), be.submit(1, 4)
+        got1, got0 = p1.wait(), p0.wait()  # waited out of order on purpose
+        np.testing.assert_array_equal(got0, be.infer(x0))
+        np.testing.assert_array_equal(got1, be.infer(x1))
+        assert got0.shape == (3, 5) and got1.shape == (4, 5)
+        np.testing.assert_allclose(got0, softmax(expected_logits(x0, 5).astype(np.float32)), rtol=1e-5, atol=1e-6)
+        assert p0.wait() is got0  # wait() again: the same result, no second run
+        be.input_buffer(0)[:1] = x1[:1]  # the slot is free again after its wait()
+        np.testing.assert_array_equal(be.submit(0, 1).wait(), be.infer(x1[:1]))
+
+
+def test_submit_errors_name_the_problem(tmp_path) -> None:
+    be = _tiny_backend(tmp_path)
+    with pytest.raises(BackendError, match="slot 2 out of range"):
+        be.input_buffer(2)
+    with pytest.raises(BackendError, match=r"submit of 5 rows, expected 1..4"):
+        be.submit(0, 5)
+    pending = be.submit(1, 1)
+    with pytest.raises(BackendError, match="slot 1 still has a batch in flight"):
+        be.submit(1, 1)
+    assert pending.wait().shape == (1, 5)
+    be.close()
+    assert be._worker is None  # the worker thread was stopped and joined
+    with pytest.raises(BackendError, match="is closed"):
+        be.submit(0, 1)
+    be.close()  # idempotent
+
+
+def test_worker_error_reaches_the_waiting_caller(tmp_path) -> None:
+    """An exception inside the worker is raised by wait(); the worker keeps serving."""
+    with _tiny_backend(tmp_path) as be:
+        real = be._session  # the run itself fails (as if ONNX Runtime raised):
+        be._session = None  # type: ignore[assignment]
+        with pytest.raises(BackendError, match="closed"):
+            be.submit(0, 1).wait()
+        be._session = real
+        be.input_buffer(0)[:1] = 0.0
+        assert be.submit(0, 1).wait().shape == (1, 5)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 2), (5, 4), (16, 4)])
+def test_auto_intra_op_threads_leave_a_core(cpus, threads) -> None:
+    from edge.backends.onnxruntime import default_intra_op_threads
+
+    assert default_intra_op_threads(cpus) == threads
+
+
+def test_zero_threads_means_auto(tmp_path) -> None:
+    import os
+
+    from edge.backends.onnxruntime import default_intra_op_threads
+
+    path = make_classifier(tmp_path / "tiny.onnx")
+    with OnnxRuntimeBackend(ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8))) as be:
+        assert be.intra_op_threads == default_intra_op_threads(len(os.sched_getaffinity(0)))
+    with OnnxRuntimeBackend(ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8), intra_op_threads=3)) as be:
+        assert be.intra_op_threads == 3

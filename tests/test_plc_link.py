@@ -227,3 +227,80 @@ def test_python_bridge_pair() -> None:
             report = PlcSimulator(p.a, rate_hz=500, count=10, garbage=[GARBAGE["TOO_LONG"]]).run(timeout=10)
         assert report.ok and report.answered == 10 and report.naks == {"TOO_LONG": 1}, report.to_dict()
     assert not p.alive
+
+
+def _record_writers(link: PlcLink) -> list[tuple[str, bytes]]:
+    """Wrap the open port's write: which thread wrote which bytes."""
+    # open, and the first heartbeat (sent at start) written: nothing queued any more
+    assert wait_for(lambda: link.state == "ok" and link._port is not None
+                    and link.stats["telegrams_sent"] >= 1 and link._pending == 0)
+    port = link._port
+    assert port is not None
+    seen: list[tuple[str, bytes]] = []
+    real = port.write
+
+    def write(data: bytes) -> int | None:
+        seen.append((threading.current_thread().name, bytes(data)))
+        return real(data)
+
+    port.write = write  # type: ignore[method-assign]
+    return seen
+
+
+def _read_lines(p: serial.SerialBase, n: int) -> list[bytes]:
+    """The next ``n`` lines that are not heartbeats (bounded wait)."""
+    sp, lines = LineSplitter(), []
+    end = time.monotonic() + 5
+    while len(lines) < n and time.monotonic() < end:
+        lines += [x for x in sp.feed(p.read(1) + p.read(p.in_waiting)) if not x.startswith(b"HBT")]
+    return lines
+
+
+def test_send_now_writes_from_the_calling_thread(pair: PtyPair) -> None:
+    """The inspection loop's RES skips the writer thread when nothing is queued before it."""
+    link, _, _ = open_link(pair.b, heartbeat_interval_ms=60_000)
+    with link, serial.serial_for_url(pair.a, timeout=0.2) as plc:
+        seen = _record_writers(link)
+        tel = encode_result("A7", False, "crack", 0.9734)
+        assert link.send_now(tel)
+        assert seen == [(threading.current_thread().name, tel)]
+        assert link.stats["telegrams_sent"] == 2  # the first heartbeat and this RES
+        assert _read_lines(plc, 1) == [tel.rstrip(b"\r\n")]
+
+
+def test_send_now_keeps_order_behind_queued_telegrams(pair: PtyPair) -> None:
+    link, _, _ = open_link(pair.b, heartbeat_interval_ms=60_000)
+    with link, serial.serial_for_url(pair.a, timeout=0.2) as plc:
+        seen = _record_writers(link)
+        first, second = encode_result("P1", True, "free", 0.5), encode_result("P2", False, "crack", 0.75)
+        with link._port_lock:  # the writer is busy with `first` (holds it, waits for the port)
+            assert link.send(first)
+            assert wait_for(lambda: link._queue.qsize() == 0)  # taken by the writer, not written yet
+            assert link.send_now(second)  # must not overtake `first`: goes to the queue
+        assert wait_for(lambda: len(seen) == 2)
+        assert [data for _, data in seen] == [first, second]
+        assert {name for name, _ in seen} == {"plc-writer"}
+        assert _read_lines(plc, 2) == [first.rstrip(b"\r\n"), second.rstrip(b"\r\n")]
+
+
+def test_send_now_leaves_a_full_output_buffer_to_the_writer(pair: PtyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the kernel's output buffer at the limit the caller must not risk a blocking write."""
+    import edge.plc.link as link_mod
+
+    monkeypatch.setattr(link_mod, "DIRECT_WRITE_MAX_QUEUED", 0)
+    link, _, _ = open_link(pair.b, heartbeat_interval_ms=60_000)
+    with link:
+        seen = _record_writers(link)
+        tel = encode_result("B3", True, "free", 0.99)
+        assert link.send_now(tel)
+        assert wait_for(lambda: len(seen) == 1)
+        assert seen == [("plc-writer", tel)]
+
+
+def test_send_now_on_a_lost_port_is_counted_not_raised(tmp_path: Path) -> None:
+    link, _, _ = open_link(str(tmp_path / "no-such-tty"), reopen_backoff_ms=[1000])
+    with link:
+        assert link.state == "lost"
+        assert link.send_now(encode_result("C4", False, "crack", 0.6))  # queued; the writer drops it
+        assert wait_for(lambda: link.stats["dropped_results"] == 1)
+        assert link.stats["telegrams_sent"] == 0
