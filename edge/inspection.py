@@ -117,7 +117,7 @@ class Inspector:
     def _info_of(b: Any) -> ModelInfo:
         return ModelInfo(Path(b.model_path).name, b.model_hash, b.precision, b.name)
 
-    def start(self) -> Inspector:
+    def start(self) -> Self:
         target = self._run_trigger if self.plc.mode == "trigger" else self._run_free
         for name, fn in (("inspect", target), ("outputs", self._run_outputs), ("status", self._run_status)):
             t = threading.Thread(target=fn, name=f"edgeqc-{name}", daemon=True)
