@@ -72,7 +72,7 @@ class Station:
         self._closers: list[Callable[[], Any]] = []
         try:
             self.backend = open_backend_for(settings)
-            self._closers.append(self.backend.close)
+            self._closers.append(self._close_backend)
             demo_folder = lister = None
             if settings.camera.source == "demo":
                 from edge.demo.synth import demo_folder as make_demo_folder
@@ -179,6 +179,15 @@ class Station:
         summary = self.inspector.stop(timeout)
         self.close()
         return summary
+
+    def _close_backend(self) -> None:
+        """Close the backend the inspector runs now (after SIGHUP reloads, not the first one) and
+        the first one (idempotent)."""
+        insp = getattr(self, "inspector", None)
+        current = insp.backend if insp is not None else None
+        if current is not None and current is not self.backend:
+            current.close()
+        self.backend.close()
 
     def close(self) -> None:
         if getattr(self, "link", None) is not None:

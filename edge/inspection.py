@@ -2,8 +2,9 @@
 
 Threads (docs/ARCHITECTURE.md): the PLC reader calls :meth:`Inspector.on_trigger`; the inspection
 thread forms batches of pending triggers (up to the model's max batch), runs the model and answers
-each part through the :class:`~edge.parts.PartTracker` (the RES of every part of a batch is queued
-to the PLC writer *before* any result is built, and before any ZeroMQ, JPEG or disk work); the
+each part through the :class:`~edge.parts.PartTracker` (the RES of every part of a batch is written
+to the PLC, or queued to its writer thread when a direct write could block, *before* any result
+is built, and before any ZeroMQ, JPEG or disk work); the
 deadline watchdog answers parts that miss their deadline with a fail-safe; the outputs thread
 feeds the sinks (ZeroMQ, archive, metrics) from a bounded queue and never blocks the inspection
 thread (a full queue drops the output, counted, never the PLC answer).
@@ -405,9 +406,10 @@ class Inspector:
                 decided.append((i, verdict, td, t3))
             # else: fail-safe already sent; a late result is never sent
         if decided and self._send is not None and self.yield_after_res:
-            # Let the PLC writer thread (woken by the queued RES) take the GIL and write it now,
-            # not after this thread built the results (CPython hands the GIL over only every
-            # sys.getswitchinterval() s, 5 ms by default, while a thread keeps running Python code).
+            # Usually the RES is already on the wire (PlcLink.send_now). When it was queued, let the
+            # PLC writer thread take the GIL and write it now, not after this thread built the
+            # results (CPython hands the GIL over only every sys.getswitchinterval() s, 5 ms by
+            # default, while a thread keeps running Python code).
             time.sleep(0)
         pre_ms = 1000.0 * (batch.t_submitted - batch.t_start) / n
         infer_ms = 1000.0 * (t2 - batch.t_submitted) / n
@@ -512,15 +514,24 @@ class _Slots:
         """Preprocess ``frames`` into the next slot and start the inference (synchronous backends,
         or ``inline`` with an ``inline_when_idle`` backend: run it). Returns the pending result
         (``.wait()`` gives probabilities ``[n,C] float32``) and the time.monotonic() s when
-        preprocessing ended."""
+        preprocessing ended. The caller keeps at most ``depth`` batches in flight and waits for
+        them in submission order (slots are used round-robin).
+
+        Raises:
+            PreprocessError: a bad frame. BackendError (or the backend's own errors): the model
+                failed or refused the batch. Either way the slot stays free for the next call.
+        """
         slot = self._next
-        self._next = (slot + 1) % self.depth
         batch = self._pre[slot].batch(frames)
         t_pre = time.monotonic()
         if self.asynchronous and not (inline and self.inline_ok):
             pending: _Pending = self.backend.submit(slot, len(frames))
-            return pending, t_pre
-        return _Done(self.backend.infer(batch)), t_pre
+        else:
+            pending = _Done(self.backend.infer(batch))
+        # Only now: a batch that failed (bad frame, refused submit) leaves its slot free for the
+        # next one; advancing before would hand the next batch a slot still in flight.
+        self._next = (slot + 1) % self.depth
+        return pending, t_pre
 
 
 class _Batch:

@@ -232,6 +232,30 @@ def test_worker_error_reaches_the_waiting_caller(tmp_path) -> None:
         assert be.submit(0, 1).wait().shape == (1, 5)
 
 
+def test_wait_after_an_error_raises_it_again(tmp_path) -> None:
+    with _tiny_backend(tmp_path) as be:
+        real, be._session = be._session, None  # type: ignore[assignment]
+        pending = be.submit(1, 1)
+        with pytest.raises(BackendError) as first:
+            pending.wait()
+        with pytest.raises(BackendError) as second:  # at once, not blocking on an empty queue
+            pending.wait()
+        assert second.value is first.value
+        be._session = real
+
+
+def test_close_finishes_the_batches_already_submitted(tmp_path) -> None:
+    x = np.full((2, 3, 8, 8), 0.25, np.float32)
+    be = _tiny_backend(tmp_path)
+    expected = be.infer(x)
+    be.input_buffer(0)[:2] = x
+    pending = be.submit(0, 2)
+    be.close()  # the worker runs what was queued before it stops; then the session goes
+    np.testing.assert_array_equal(pending.wait(), expected)
+    with pytest.raises(BackendError, match="is closed"):
+        be.infer(x)
+
+
 @pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 2), (5, 4), (16, 4)])
 def test_auto_intra_op_threads_leave_a_core(cpus, threads) -> None:
     from edge.backends.onnxruntime import default_intra_op_threads

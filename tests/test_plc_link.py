@@ -14,7 +14,7 @@ import serial
 from edge.plc.link import PlcLink
 from edge.plc.pty import PtyPair
 from edge.plc.simulator import GARBAGE, PlcSimulator
-from edge.plc.telegram import Heartbeat, LineSplitter, Trigger, encode_result, parse_edge_line
+from edge.plc.telegram import Heartbeat, LineSplitter, TelegramError, Trigger, encode_result, parse_edge_line
 from edge.settings import PlcSettings
 
 BACKEND = "socat" if shutil.which("socat") else "python"
@@ -230,27 +230,26 @@ def test_python_bridge_pair() -> None:
 
 
 def _record_writers(link: PlcLink) -> list[tuple[str, bytes]]:
-    """Wrap the open port's write: which thread wrote which bytes."""
+    """Spy on the pyserial write path (writer thread, or a partial direct write): which thread
+    wrote which bytes. A whole direct ``os.write`` by ``send_now`` does not appear here."""
     # open, and the first heartbeat (sent at start) written: nothing queued any more
     assert wait_for(lambda: link.state == "ok" and link._port is not None
                     and link.stats["telegrams_sent"] >= 1 and link._pending == 0)
-    port = link._port
-    assert port is not None
     seen: list[tuple[str, bytes]] = []
-    real = port.write
+    real = link._write_locked
 
-    def write(data: bytes) -> int | None:
-        seen.append((threading.current_thread().name, bytes(data)))
-        return real(data)
+    def write(port: serial.SerialBase, item: bytes, offset: int = 0) -> bool:
+        seen.append((threading.current_thread().name, bytes(item[offset:])))
+        return real(port, item, offset)
 
-    port.write = write  # type: ignore[method-assign]
+    link._write_locked = write  # type: ignore[method-assign]
     return seen
 
 
-def _read_lines(p: serial.SerialBase, n: int) -> list[bytes]:
+def _read_lines(p: serial.SerialBase, n: int, limit: float = 5.0) -> list[bytes]:
     """The next ``n`` lines that are not heartbeats (bounded wait)."""
     sp, lines = LineSplitter(), []
-    end = time.monotonic() + 5
+    end = time.monotonic() + limit
     while len(lines) < n and time.monotonic() < end:
         lines += [x for x in sp.feed(p.read(1) + p.read(p.in_waiting)) if not x.startswith(b"HBT")]
     return lines
@@ -263,8 +262,9 @@ def test_send_now_writes_from_the_calling_thread(pair: PtyPair) -> None:
         seen = _record_writers(link)
         tel = encode_result("A7", False, "crack", 0.9734)
         assert link.send_now(tel)
-        assert seen == [(threading.current_thread().name, tel)]
+        # counted before send_now returned: written here, not by the writer thread
         assert link.stats["telegrams_sent"] == 2  # the first heartbeat and this RES
+        assert seen == [] and link.stats["queue_depth"] == 0
         assert _read_lines(plc, 1) == [tel.rstrip(b"\r\n")]
 
 
@@ -278,23 +278,42 @@ def test_send_now_keeps_order_behind_queued_telegrams(pair: PtyPair) -> None:
             assert wait_for(lambda: link._queue.qsize() == 0)  # taken by the writer, not written yet
             assert link.send_now(second)  # must not overtake `first`: goes to the queue
         assert wait_for(lambda: len(seen) == 2)
-        assert [data for _, data in seen] == [first, second]
-        assert {name for name, _ in seen} == {"plc-writer"}
+        assert seen == [("plc-writer", first), ("plc-writer", second)]
         assert _read_lines(plc, 2) == [first.rstrip(b"\r\n"), second.rstrip(b"\r\n")]
 
 
-def test_send_now_leaves_a_full_output_buffer_to_the_writer(pair: PtyPair, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the kernel's output buffer at the limit the caller must not risk a blocking write."""
-    import edge.plc.link as link_mod
-
-    monkeypatch.setattr(link_mod, "DIRECT_WRITE_MAX_QUEUED", 0)
-    link, _, _ = open_link(pair.b, heartbeat_interval_ms=60_000)
-    with link:
+@pytest.mark.timeout(60)
+def test_send_now_on_a_full_port_queues_and_keeps_order(pair: PtyPair) -> None:
+    """The PLC stops reading: the buffers fill, the kernel refuses a direct write (EAGAIN) and
+    send_now hands the telegram to the writer instead of blocking. Every RES is accounted for
+    (read by the PLC or counted as dropped), and the PLC reads them in order."""
+    link, _, _ = open_link(pair.b, heartbeat_interval_ms=60_000, write_timeout_ms=50)
+    with link, serial.serial_for_url(pair.a, timeout=0.2) as plc:  # open, but not read yet
         seen = _record_writers(link)
-        tel = encode_result("B3", True, "free", 0.99)
-        assert link.send_now(tel)
-        assert wait_for(lambda: len(seen) == 1)
-        assert seen == [("plc-writer", tel)]
+        sent = 0
+        while not seen and sent < 100_000:
+            link.send_now(encode_result(f"P{sent:06d}", True, "free", 0.5))
+            sent += 1
+        assert seen, "the pty never filled up"
+        assert seen[0][0] == "plc-writer" or seen[0][1]  # queued (or a partial write finished in order)
+        for i in range(sent, sent + 20):  # while full: queued, not blocking
+            link.send_now(encode_result(f"P{i:06d}", True, "free", 0.5))
+        sent += 20
+        got: list[bytes] = []
+        while True:
+            more = _read_lines(plc, 10_000, limit=1.0)
+            got += more
+            if not more and link.stats["queue_depth"] == 0 and link._pending == 0:
+                break
+        ids, fragments = [], 0
+        for line in got:
+            try:
+                ids.append(parse_edge_line(line).part_id)  # type: ignore[union-attr]
+            except TelegramError:  # the part of a telegram whose write timed out, on a line of its own
+                fragments += 1
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # in order, none twice
+        dropped = link.stats["dropped_results"]
+        assert len(ids) + dropped == sent and fragments <= dropped
 
 
 def test_send_now_on_a_lost_port_is_counted_not_raised(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ def default_intra_op_threads(cpus: int | None = None) -> int:
     The free core runs capture, the PLC link and the outputs; on the 2-core CI machines two
     spinning ONNX Runtime threads beside them doubled the inference time (BENCHMARKS.md,
     "Findings"). More than 4 threads gain little for a batch-1 224x224 classifier.
-    ``cpus``: defaults to ``len(os.sched_getaffinity(0))`` (honours taskset/cgroup cpusets).
+    ``cpus``: defaults to ``len(os.sched_getaffinity(0))`` (honours taskset and cgroup cpusets,
+    not a CFS quota such as ``docker --cpus=2`` on a bigger host: set the number there).
     """
     if cpus is None:
         try:
@@ -53,7 +54,8 @@ class OnnxRuntimeBackend:
     """:class:`edge.backends.Backend` on ``onnxruntime.InferenceSession`` (CPUExecutionProvider).
 
     Args:
-        settings: ``[model]`` settings: ``path`` (.onnx), ``intra_op_threads`` (0 = ORT default),
+        settings: ``[model]`` settings: ``path`` (.onnx), ``intra_op_threads`` (0 = auto:
+            :func:`default_intra_op_threads`),
             ``max_batch`` (chunk size for dynamic-batch models) and the spec overrides.
         spec: use this spec instead of :func:`edge.model_spec.resolve_spec`.
 
@@ -104,6 +106,7 @@ class OnnxRuntimeBackend:
         self._results: list[queue.SimpleQueue[np.ndarray | BaseException]] = []
         self._busy: list[bool] = []
         self._worker: threading.Thread | None = None
+        self._submit_lock = threading.Lock()  # submit() vs close(): no job after the worker's stop
 
     inflight_slots: int = 2
     """Batches in flight through :meth:`submit`: the worker runs one while the caller fills the other."""
@@ -137,13 +140,15 @@ class OnnxRuntimeBackend:
         self.input_buffer(slot)
         if not 1 <= n <= self.max_batch:
             raise BackendError(f"onnxruntime: submit of {n} rows, expected 1..{self.max_batch} (max_batch)")
-        if self._busy[slot]:
-            raise BackendError(f"onnxruntime: slot {slot} still has a batch in flight (wait() for it first)")
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="edgeqc-onnxruntime", daemon=True)
-            self._worker.start()
-        self._busy[slot] = True
-        self._jobs.put((slot, n))
+        with self._submit_lock:
+            self._check_slot(slot)  # closed meanwhile?
+            if self._busy[slot]:
+                raise BackendError(f"onnxruntime: slot {slot} still has a batch in flight (wait() for it first)")
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="edgeqc-onnxruntime", daemon=True)
+                self._worker.start()
+            self._busy[slot] = True
+            self._jobs.put((slot, n))
         return _Pending(self, slot)
 
     def _check_slot(self, slot: int) -> None:
@@ -161,7 +166,7 @@ class OnnxRuntimeBackend:
             slot, n = job
             out: np.ndarray | BaseException
             try:
-                out = self.infer(self._inputs[slot][:n])
+                out = self._infer(self._inputs[slot][:n])
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                 out = exc
             self._results[slot].put(out)
@@ -179,6 +184,11 @@ class OnnxRuntimeBackend:
         """``[N,3,H,W] float32`` -> probabilities ``[N,C] float32`` (see :class:`edge.backends.Backend`)."""
         if self._closed:
             raise BackendError(f"onnxruntime backend for {self.model_path} is closed")
+        return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`infer` without the closed check: the worker finishes the batches queued before
+        :meth:`close` (the session is released only after the worker stopped)."""
         check_batch(batch, self.spec, self.name)
         n, C = batch.shape[0], self.spec.num_classes
         if n == 0:
@@ -208,14 +218,21 @@ class OnnxRuntimeBackend:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def close(self) -> None:
-        """Stop the worker (after the batch it runs) and release the session (idempotent)."""
-        self._closed = True
-        worker, self._worker = self._worker, None
+        """Stop the worker (after the batches queued to it) and release the session (idempotent).
+        A batch still waited for afterwards raises :class:`BackendError` instead of hanging."""
+        with self._submit_lock:
+            self._closed = True
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                self._jobs.put(None)
         if worker is not None:
-            self._jobs.put(None)
             worker.join(timeout=10.0)
         with self._lock:
             self._session = None  # type: ignore[assignment]
+        for slot, busy in enumerate(self._busy):
+            if busy and self._results[slot].empty():  # its job never ran (worker stuck or gone)
+                self._results[slot].put(BackendError(f"onnxruntime backend for {self.model_path} was closed "
+                                                     "before this batch ran"))
 
     def __enter__(self) -> Self:
         return self
@@ -230,18 +247,28 @@ class OnnxRuntimeBackend:
 class _Pending:
     """A batch submitted with :meth:`OnnxRuntimeBackend.submit`."""
 
-    __slots__ = ("_backend", "_result", "slot")
+    __slots__ = ("_backend", "_error", "_result", "slot")
 
     def __init__(self, backend: OnnxRuntimeBackend, slot: int) -> None:
         self._backend, self.slot = backend, slot
         self._result: np.ndarray | None = None
+        self._error: BaseException | None = None
 
     def wait(self) -> np.ndarray:
-        """Block until the worker ran this batch; probabilities ``[n,C] float32``.
+        """Block until the worker ran this batch; probabilities ``[n,C] float32``. A second call
+        returns the same array (or raises the same error) at once.
 
         Raises:
-            BackendError, BackendInputError: what :meth:`OnnxRuntimeBackend.infer` raised.
+            BackendError, BackendInputError: what :meth:`OnnxRuntimeBackend.infer` raised, or the
+                backend was closed before the batch ran. ONNX Runtime's own exceptions
+                (``onnxruntime.capi.onnxruntime_pybind11_state.*``) come through unchanged.
         """
+        if self._error is not None:
+            raise self._error
         if self._result is None:
-            self._result = self._backend._wait(self.slot)
+            try:
+                self._result = self._backend._wait(self.slot)
+            except BaseException as exc:
+                self._error = exc
+                raise
         return self._result

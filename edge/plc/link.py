@@ -12,8 +12,8 @@ Threads (all daemon, all blocking calls bounded):
   ``plc.write_timeout_ms``. While the link is lost, queued telegrams are discarded and counted
   (a RES sent late after a reconnect could be taken for the wrong part).
   :meth:`PlcLink.send_now` (the inspection loop's RES) writes from the calling thread instead when
-  that cannot block and keeps the order: nothing queued before it, no write in progress, room in
-  the kernel's output buffer.
+  that cannot block and keeps the order: nothing queued before it, no write in progress, a
+  non-blocking write the kernel takes whole.
 * heartbeat: ``HBT,<seq>,<OK|FAULT>`` every ``plc.heartbeat_interval_ms`` while the port is open;
   OK/FAULT comes from the ``health()`` callable.
 
@@ -22,7 +22,9 @@ Sources: pyserial 3.5 API (``serial_for_url``, ``in_waiting``, ``cancel_read``, 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
@@ -52,12 +54,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DIRECT_WRITE_MAX_QUEUED = 1024  # bytes: send_now writes itself only below this output-buffer fill
 _FLUSH = object()  # writer sentinel: everything before it has been written (or discarded)
 _COUNTERS = (
     "triggers", "pings", "naks_sent", "heartbeats_sent", "telegrams_sent", "bytes_sent",
     "write_errors", "read_errors", "dropped", "dropped_results", "reconnects", "open_failures",
 )
+
+
+def _nonblocking_fd(port: Any) -> int | None:
+    """The port's file descriptor if writes on it cannot block (``O_NONBLOCK``), else None."""
+    try:
+        fd = port.fileno()
+        if isinstance(fd, int) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+            return fd
+    except Exception:  # noqa: BLE001 - no descriptor (URL handlers), closed port: use the queue
+        pass
+    return None
 
 
 class PlcLink:
@@ -115,6 +127,7 @@ class PlcLink:
         self.naks_by_reason: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._pending = 0  # telegrams queued or in the writer's hands (send_now keeps FIFO order)
+        self._resync = False  # a write timed out, maybe mid-telegram: start the next with CR LF
         self._threads: list[threading.Thread] = []
         self._last_warn = 0.0
         self._suppressed = 0
@@ -185,26 +198,43 @@ class PlcLink:
 
         Saves the writer thread's wake-up on the trigger -> RES path. Written here only when
         nothing is queued or being written before it (order kept), the port is open and no other
-        write holds it, and the kernel's output buffer holds under ``DIRECT_WRITE_MAX_QUEUED``
-        bytes (``out_waiting``, TIOCOUTQ; a tty buffer is 4 KiB, so a telegram of under 100 bytes
-        is taken at once: termios(3), tty_ioctl(4)). A stuck port (flow control) therefore never
-        blocks the caller: its telegrams go to the queue and the writer's ``write_timeout_ms``.
+        write holds it; the write is one non-blocking ``os.write`` on the port's file descriptor
+        (pyserial opens POSIX ports with ``O_NONBLOCK``). If the kernel takes nothing (``EAGAIN``:
+        the PLC stopped reading, flow control), the telegram goes to the writer's queue and its
+        ``write_timeout_ms``. If it takes part of it (the buffer filled up mid-telegram), the rest
+        is written with pyserial's ``write``, bounded by ``write_timeout_ms``, so the bytes stay in
+        order; the next telegrams then find the buffer full and go to the queue. Ports without a
+        non-blocking descriptor (pyserial URL handlers) always use the queue.
 
         Returns:
-            False if it was dropped (see :meth:`send`), or the write failed (counted, logged).
+            False if it was dropped (see :meth:`send`), or the write failed (counted in
+            ``write_errors`` and ``dropped``, logged); never raises.
         """
         if self._closing or self._pending or not self._port_lock.acquire(blocking=False):
             return self.send(telegram)
         try:
             port = self._port
-            direct = port is not None and not self._write_failed.is_set() and not self._pending
-            if direct:
+            if port is None or self._write_failed.is_set() or self._pending:
+                fd = None
+            else:
+                fd = _nonblocking_fd(port)
+            if fd is not None and not self._resync:
                 try:
-                    direct = port.out_waiting + len(telegram) < DIRECT_WRITE_MAX_QUEUED  # type: ignore[union-attr]
-                except (serial.SerialException, OSError, AttributeError):  # no TIOCOUTQ: the writer does it
-                    direct = False
-            if direct:
-                return self._write_locked(port, telegram)  # type: ignore[arg-type]
+                    n = os.write(fd, telegram)
+                except BlockingIOError:
+                    n = 0
+                except Exception as exc:  # noqa: BLE001 - port gone (EIO, EBADF): a failed write
+                    self._count("write_errors")
+                    self._write_failed.set()
+                    self._drop(telegram, f"write failed: {exc}")
+                    return False
+                if n == len(telegram):
+                    with self._lock:
+                        self._counts["telegrams_sent"] += 1
+                        self._counts["bytes_sent"] += n
+                    return True
+                if n > 0:  # the rest now, in order (bounded by write_timeout_ms)
+                    return self._write_locked(port, telegram, offset=n)  # type: ignore[arg-type]
         finally:
             self._port_lock.release()
         return self.send(telegram)
@@ -435,12 +465,22 @@ class PlcLink:
                 with self._lock:
                     self._pending -= 1
 
-    def _write_locked(self, port: serial.SerialBase, item: bytes) -> bool:
-        """Write ``item`` (caller holds ``_port_lock``); errors are counted and logged, not raised."""
+    def _write_locked(self, port: serial.SerialBase, item: bytes, offset: int = 0) -> bool:
+        """Write ``item[offset:]`` (caller holds ``_port_lock``; ``offset`` bytes of it were written
+        already); errors are counted and logged, not raised.
+
+        After a write timeout part of that telegram may be on the line; the next telegram is then
+        sent as CR LF + telegram, so the PLC sees the fragment as one line that fails its checksum
+        (discarded) and an intact telegram after it (docs/plc-protocol.md, "Framing")."""
+        data = item[offset:] if offset else item
+        if self._resync and not offset:
+            data = b"\r\n" + data
         try:
-            port.write(item)
+            port.write(data)
+            self._resync = False
         except serial.SerialTimeoutException as exc:
             # a stuck port (flow control, no reader): this telegram is lost, the port stays
+            self._resync = True
             self._count("write_errors")
             self._drop(item, f"write timeout: {exc}")
             return False
