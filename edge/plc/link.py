@@ -65,11 +65,10 @@ def _nonblocking_fd(port: Any) -> int | None:
     """The port's file descriptor if writes on it cannot block (``O_NONBLOCK``), else None."""
     try:
         fd = port.fileno()
-        if isinstance(fd, int) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
-            return fd
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL) if isinstance(fd, int) else 0
     except Exception:  # noqa: BLE001 - no descriptor (URL handlers), closed port: use the queue
-        pass
-    return None
+        return None
+    return fd if flags & os.O_NONBLOCK else None
 
 
 class PlcLink:
