@@ -49,6 +49,7 @@ from edge.archive_index import (
     iter_json_records,
     query_archive,
 )
+from edge.priority import background_thread
 from edge.settings import ArchiveSettings
 
 log = logging.getLogger("edgeqc.archive")
@@ -301,6 +302,7 @@ class RejectArchive:
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
+        background_thread()  # disk work after the RES (edge.priority)
         try:
             self._ensure_open()
         except (OSError, sqlite3.Error):

@@ -40,6 +40,7 @@ from edge.decision import Verdict, check_decision_settings, decide
 from edge.parts import Part, PartTracker
 from edge.plc.telegram import encode_result
 from edge.preprocess import Preprocessor, fit_key
+from edge.priority import background_thread
 from edge.result import InspectionResult, ModelInfo, failsafe_verdict
 from edge.settings import DecisionSettings, Settings
 from edge.summary import RunSummary
@@ -434,6 +435,7 @@ class Inspector:
             self._emit(r)
 
     def _run_outputs(self) -> None:
+        background_thread()  # after the RES, never before it (edge.priority)
         while True:
             try:
                 item = self._outputs.get(timeout=0.1)
@@ -453,6 +455,7 @@ class Inspector:
                     log.exception("output %s failed", type(sink).__name__)
 
     def _run_status(self) -> None:
+        background_thread()
         period = self.settings.zmq.status_interval_ms / 1000.0
         while not self._stop.wait(period):
             st = self.status()

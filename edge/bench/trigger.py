@@ -2,9 +2,9 @@
 
 The station is the product's own :class:`edge.app.Station` (folder replay decoding ahead in its
 reader thread, ONNX Runtime, PLC link, ZeroMQ, archive, metrics) with its PLC port on one end of
-a pty pair; :class:`edge.plc.simulator.PlcSimulator` on the other end sends ``TRG`` at
-``rate_hz`` and measures trigger -> ``RES`` (from just before it writes ``TRG`` to when it has
-read the ``RES`` line). The run is cut into blocks; after each block the station idles while the
+a pty pair; :class:`edge.plc.simulator.PlcSimulator`, in a process of its own like a real PLC
+(:mod:`edge.bench.plc_process`), on the other end sends ``TRG`` at ``rate_hz`` and measures
+trigger -> ``RES`` (from just before it writes ``TRG`` to when it has read the ``RES`` line). The run is cut into blocks; after each block the station idles while the
 bare session runs the same number-per-second of batch-1 inferences on pre-made tensors, so both
 distributions come from the same minutes of machine load. The replay source gets
 ``prepare = Fitter(spec)`` (the resize in its reader thread), as :class:`edge.app.Station` should
@@ -52,8 +52,8 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         run), ``blocks``.
     """
     from edge.app import Station
+    from edge.bench.plc_process import PlcProcess
     from edge.plc.pty import PtyPair
-    from edge.plc.simulator import PlcSimulator
 
     s = settings.model_copy(update={"plc": settings.plc.model_copy(update={"mode": "trigger"}),
                                     "camera": settings.camera.model_copy(update={"loop": True})})
@@ -68,6 +68,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     times = samples()
     counter = Counter()
     blocks: list[dict[str, Any]] = []
+    closers: list[Any] = []
     with PtyPair() as pty:
         station = Station(s, plc_port=pty.a)
         try:
@@ -80,11 +81,10 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
             station.start()
             _wait_link(station)
 
-            def sim_block(tag: str, n: int) -> Any:
-                ids = [f"{tag}{i:05d}" for i in range(n)]
-                sim = PlcSimulator(pty.b, rate_hz=rate_hz, count=n, part_ids=ids,
-                                   answer_timeout_ms=answer_timeout_ms, baudrate=s.plc.baudrate)
-                return sim.run(timeout=n / rate_hz + answer_timeout_ms / 1000.0 + 10.0)
+            plc_proc = PlcProcess(pty.b, rate_hz=rate_hz, answer_timeout_ms=answer_timeout_ms,
+                                  baudrate=s.plc.baudrate)
+            closers.append(plc_proc.close)
+            sim_block = plc_proc.block
 
             counter.expect(warmup_parts)
             sim_block("W", warmup_parts)  # not counted: first triggers after start
@@ -113,6 +113,8 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
                                "bare_paced_p50_ms": summary(bt.latencies_ms)["p50"]})
             t_run1 = time.monotonic()
         finally:
+            for close in closers:
+                close()
             summary_dict = station.stop()
     # edge_overhead: the product's own share of trigger -> RES queued, everything but the model
     # (waiting for the previous part included)
