@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--duration", type=float, help="trigger-mode run in s (default 60; 600 = the 10-minute soak)")
     p.add_argument("--rate", type=float, help="trigger rate in parts/s (default 20)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for every session (default: "
-                                               "model.intra_op_threads, 0 = one per core)")
+                                               "model.intra_op_threads; 0 = auto, one core fewer than usable, 1..4)")
     p.add_argument("--int8", help="INT8 Q/DQ model for item 3 (default: <model>.int8.onnx beside the model, else "
                                   "made from --calib)")
     p.add_argument("--calib", help="calibration images if the bench has to make the INT8 model (default: the "

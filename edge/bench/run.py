@@ -244,7 +244,7 @@ def run_bench(setup: BenchSetup, argv: Sequence[str] | None = None,
         "model_spec": {"input_size": list(spec.input_size), "interpolation": spec.interpolation,
                        "resize": spec.resize, "labels": list(spec.labels)},
         "threads": {"intra_op_threads": setup.settings.model.intra_op_threads,
-                    "meaning": "0 = ONNX Runtime default (one per core)"},
+                    "meaning": "the number every session used (0 in the settings = auto: one core fewer than usable, 1..4)"},
         "sizes": vars(setup.sizes), "notes": list(setup.notes),
     }
     try:
