@@ -23,6 +23,16 @@ def pct(d: Any) -> str:
     return "—" if not d else f"{d['p50']} / **{d['p99']}** / {d['max']}"
 
 
+def accuracy(a: dict[str, Any]) -> str:
+    return (f"{a['fp32']['top1']} % → {a['int8']['top1']} % ({a['fp32']['escapes']}→{a['int8']['escapes']}"
+            f"/{a['int8']['defective']}, {a['fp32']['false_rejects']}→{a['int8']['false_rejects']}/{a['int8']['good']})")
+
+
+def rss(m: dict[str, Any]) -> str:
+    return (f"{m['start_mib']} → {m['end_mib']} MiB, {m['growth_mib']} MiB over {m['duration_s']} s, "
+            f"{m['slope_mib_per_min']} MiB/min")
+
+
 ROWS: list[tuple[str, Any]] = [
     ("command", lambda r: f"`{r['command']}`"),
     ("load average (1 min) start → end", lambda r: f"{r['load_average_start'][0]} → {r['load_average_end'][0]}"),
@@ -53,10 +63,7 @@ ROWS: list[tuple[str, Any]] = [
                                         f"{g(r, 'item3_fp32_vs_int8', 'latency_ms', 'int8', 'p99')}"),
     ("3 INT8/FP32 latency (median of rounds); CPU pick",
      lambda r: f"{g(r, 'item3_fp32_vs_int8', 'int8_over_fp32_latency')}; {g(r, 'item3_fp32_vs_int8', 'cpu_choice')}"),
-    ("3 top-1 FP32 → INT8 (escapes, false rejects)", lambda r: (
-        lambda a: f"{a['fp32']['top1']} % → {a['int8']['top1']} % ({a['fp32']['escapes']}→{a['int8']['escapes']}"
-                  f"/{a['int8']['defective']}, {a['fp32']['false_rejects']}→{a['int8']['false_rejects']}/{a['int8']['good']})"
-    )(g(r, "item3_fp32_vs_int8", "accuracy"))),
+    ("3 top-1 FP32 → INT8 (escapes, false rejects)", lambda r: accuracy(g(r, "item3_fp32_vs_int8", "accuracy"))),
     ("4 p50 ms: capture / preprocess / infer / decide / trigger→RES written", lambda r: " / ".join(
         str(g(r, "item2_trigger", "stages_ms", k, "p50")) for k in ("capture", "preprocess", "infer", "decide", "plc"))),
     ("4 p99 ms: capture / preprocess / infer / decide / trigger→RES written", lambda r: " / ".join(
@@ -76,9 +83,8 @@ ROWS: list[tuple[str, Any]] = [
     ("6 preprocessing allocations (tracemalloc, 40 frames): net / largest transient per frame",
      lambda r: f"{g(r, 'preprocess_alloc', 'net_bytes')} B / {g(r, 'preprocess_alloc', 'max_transient_bytes_per_frame')} B"),
     ("6 peak RSS (whole bench)", lambda r: f"{g(r, 'item6_memory', 'peak_rss_mib')} MiB"),
-    ("6 RSS over the trigger run after its first 20 %: start → end, growth, slope", lambda r: (
-        lambda m: f"{m['start_mib']} → {m['end_mib']} MiB, {m['growth_mib']} MiB over {m['duration_s']} s, "
-                  f"{m['slope_mib_per_min']} MiB/min")(g(r, "item2_trigger", "rss"))),
+    ("6 RSS over the trigger run after its first 20 %: start → end, growth, slope",
+     lambda r: rss(g(r, "item2_trigger", "rss"))),
     ("targets passed", lambda r: f"{sum(1 for t in r['targets'] if t['ok'])}/{len(r['targets'])}"
                                  + "".join(f"; **FAIL** {t['target']}" for t in r["targets"] if t["ok"] is False)),
 ]
