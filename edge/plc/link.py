@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from collections import Counter
@@ -69,6 +70,25 @@ def _nonblocking_fd(port: Any) -> int | None:
     except Exception:  # noqa: BLE001 - no descriptor (URL handlers), closed port: use the queue
         return None
     return fd if flags & os.O_NONBLOCK else None
+
+
+def _write_fd(fd: int, data: bytes, timeout_s: float) -> int:
+    """Write ``data`` to the non-blocking ``fd`` within ``timeout_s``; returns the bytes written
+    (less than ``len(data)`` on timeout). Raises OSError other than EAGAIN (port gone)."""
+    view = memoryview(data)
+    done = 0
+    deadline = time.monotonic() + timeout_s
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+            continue
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        select.select([], [fd], [], left)
+    return done
 
 
 class PlcLink:
@@ -466,28 +486,43 @@ class PlcLink:
 
     def _write_locked(self, port: serial.SerialBase, item: bytes, offset: int = 0) -> bool:
         """Write ``item[offset:]`` (caller holds ``_port_lock``; ``offset`` bytes of it were written
-        already); errors are counted and logged, not raised.
+        already) within ``plc.write_timeout_ms``; errors are counted and logged, not raised.
 
-        After a write timeout part of that telegram may be on the line; the next telegram is then
-        sent as CR LF + telegram, so the PLC sees the fragment as one line that fails its checksum
-        (discarded) and an intact telegram after it (docs/plc-protocol.md, "Framing")."""
+        On a POSIX port the bytes are written here with non-blocking ``os.write`` and ``select``,
+        so a timeout knows how much went out: pyserial's ``write`` raises its timeout *after* a
+        complete write too when the port is not writable again in time, which would count a
+        delivered telegram as lost. Nothing written: the telegram is lost, the line is clean. Part
+        of it written: the next telegram is sent as CR LF + telegram, so the PLC sees the fragment
+        as one line that fails its checksum (discarded) and an intact telegram after it
+        (docs/plc-protocol.md, "Framing"). Ports without a descriptor use pyserial's ``write``."""
         data = item[offset:] if offset else item
         if self._resync and not offset:
             data = b"\r\n" + data
+        fd = _nonblocking_fd(port)
         try:
-            port.write(data)
-            self._resync = False
-        except serial.SerialTimeoutException as exc:
-            # a stuck port (flow control, no reader): this telegram is lost, the port stays
-            self._resync = True
-            self._count("write_errors")
-            self._drop(item, f"write timeout: {exc}")
-            return False
+            if fd is None:
+                try:
+                    port.write(data)
+                    written = len(data)
+                except serial.SerialTimeoutException:
+                    written = -1  # pyserial does not say how much went out
+            else:
+                written = _write_fd(fd, data, self.settings.write_timeout_ms / 1000.0)
         except (serial.SerialException, OSError) as exc:
             self._count("write_errors")
             self._write_failed.set()
             self._drop(item, f"write failed: {exc}")
             return False
+        if written != len(data):
+            # a stuck port (flow control, no reader): this telegram is lost, the port stays
+            if written != 0 or offset:
+                self._resync = True  # a fragment may be on the line
+            sent = "some" if written < 0 else str(offset + written)
+            self._count("write_errors")
+            self._drop(item, f"write timeout after {self.settings.write_timeout_ms:g} ms "
+                             f"({sent} of {len(item)} bytes written)")
+            return False
+        self._resync = False
         with self._lock:
             self._counts["telegrams_sent"] += 1
             self._counts["bytes_sent"] += len(item)
