@@ -177,7 +177,13 @@ class Station:
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
         """Stop taking triggers, answer all triggered parts, flush outputs; returns the summary dict."""
         summary = self.inspector.stop(timeout)
+        link = getattr(self, "link", None)
         self.close()
+        if link is not None:  # after close: the flush of the last telegrams is counted
+            st = link.stats
+            keys = ("telegrams_sent", "heartbeats_sent", "dropped_results", "dropped", "write_errors", "naks_sent",
+                    "reconnects")
+            summary["plc_link"] = {k: st[k] for k in keys}
         return summary
 
     def _close_backend(self) -> None:

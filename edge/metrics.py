@@ -41,7 +41,8 @@ STATES = {
 METRIC_NAMES = (
     "edgeqc_parts_total", "edgeqc_passes_total", "edgeqc_rejects_total", "edgeqc_failsafe_total",
     "edgeqc_stage_latency_seconds", "edgeqc_trigger_to_telegram_seconds",
-    "edgeqc_camera_reconnects_total", "edgeqc_serial_reconnects_total", "edgeqc_zmq_dropped_total",
+    "edgeqc_camera_reconnects_total", "edgeqc_serial_reconnects_total", "edgeqc_plc_results_not_sent_total",
+    "edgeqc_plc_write_errors_total", "edgeqc_zmq_dropped_total",
     "edgeqc_outputs_dropped_total", "edgeqc_reloads_total", "edgeqc_infer_errors_total",
     "edgeqc_camera_state", "edgeqc_plc_state", "edgeqc_model_state", "edgeqc_model_info", "edgeqc_station_info",
     "edgeqc_archive_bytes", "edgeqc_archive_records", "edgeqc_archive_queued", "edgeqc_archive_written_total",
@@ -90,6 +91,11 @@ class _StationCollector(Collector):
                       extra["camera_reconnects"] + (_stat(source, "reconnects") if source is not None else 0))
         yield counter("edgeqc_serial_reconnects", "PLC serial port reopened after a loss.",
                       extra["serial_reconnects"] + sum(_stat(p, "reconnects") for p in plcs))
+        yield counter("edgeqc_plc_results_not_sent", "RES telegrams not written to the PLC (port lost, write "
+                      "timeout, queue full); each is logged with its part id.",
+                      sum(_stat(p, "dropped_results") for p in plcs))
+        yield counter("edgeqc_plc_write_errors", "Failed or timed-out writes to the PLC port.",
+                      sum(_stat(p, "write_errors") for p in plcs))
         yield counter("edgeqc_zmq_dropped", "ZeroMQ messages dropped (subscriber send queue full).",
                       extra["zmq_dropped"] + sum(_stat(p, "dropped") for p in pubs))
         yield counter("edgeqc_outputs_dropped", "Results not given to the outputs (outputs queue full).",

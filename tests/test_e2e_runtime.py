@@ -93,6 +93,10 @@ def test_one_correct_res_per_trigger(val_run: dict[str, Any]) -> None:
     assert r.triggers_sent == 268 and r.answered == 268
     assert (r.missing, r.duplicates, r.unexpected, r.late, r.bad_checksum, r.malformed) == ([], [], [], [], 0, 0)
     assert r.verdicts == {"P": 190, "F": 78}  # the card: 184 + 6 escapes pass, 6 false rejects + 72 fail
+    link = val_run["summary"]["plc_link"]  # the station's own count agrees with the PLC's
+    assert link["dropped_results"] == link["dropped"] == link["write_errors"] == link["naks_sent"] == 0
+    assert link["telegrams_sent"] - link["heartbeats_sent"] == 268  # every RES written once
+    assert link["heartbeats_sent"] >= r.heartbeats  # (one may go out after the PLC stopped reading)
 
 
 def test_summary_matches_model_card(val_run: dict[str, Any]) -> None:
