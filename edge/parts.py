@@ -4,6 +4,11 @@ Every ``TRG`` creates a :class:`Part` with a deadline. Whoever comes first answe
 inspection loop with its result, or the deadline watchdog with a fail-safe ``TIMEOUT``. The
 other one is refused by :meth:`PartTracker.answer`, so a part is never answered twice and a late
 result is never sent after a fail-safe.
+
+The watchdog thread sleeps until the earliest deadline in its heap and is woken only when a part
+with an earlier deadline arrives (not on every trigger, not on every answer): on a 2-core box each
+wake-up is a thread competing for the GIL and a core just when a trigger or a RES is on its way.
+Answered parts leave the heap lazily when they reach its head.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class PartTracker:
         self._heap: list[tuple[float, int, Part]] = []
         self._tie = itertools.count()
         self._pending = 0
+        self._waiters = 0  # threads in wait_all_answered (answer() notifies only them)
         self._stop = False
         self.late_results = 0
         self._thread = threading.Thread(target=self._watch, name="edgeqc-deadline", daemon=True)
@@ -56,9 +62,12 @@ class PartTracker:
     def register(self, part: Part) -> None:
         part.tracked = True
         with self._cv:
+            # the watchdog sleeps until the head's deadline: only an earlier one must wake it
+            wake = not self._heap or part.deadline < self._heap[0][0]
             heapq.heappush(self._heap, (part.deadline, next(self._tie), part))
             self._pending += 1
-            self._cv.notify()
+            if wake:
+                self._cv.notify_all()
 
     def answer(self, part: Part, send: Callable[[], None], cause: str | None = None) -> bool:
         """Answer ``part`` once: call ``send()`` and mark it, or return False if already answered."""
@@ -75,7 +84,8 @@ class PartTracker:
             return True
         with self._cv:
             self._pending -= 1
-            self._cv.notify_all()
+            if self._waiters:
+                self._cv.notify_all()
         return True
 
     @property
@@ -87,21 +97,29 @@ class PartTracker:
         """Block until no part is pending (True) or ``timeout`` s passed (False)."""
         end = time.monotonic() + timeout
         with self._cv:
-            while self._pending > 0:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cv.wait(left)
-            return True
+            self._waiters += 1
+            try:
+                while self._pending > 0:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cv.wait(left)
+                return True
+            finally:
+                self._waiters -= 1
 
     def _watch(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
+                while True:
+                    if self._stop:
+                        return
+                    while self._heap and self._heap[0][2].answered:  # answered: nothing to watch
+                        heapq.heappop(self._heap)
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        break
                     timeout = None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic())
                     self._cv.wait(timeout)
-                if self._stop:
-                    return
                 _, _, part = heapq.heappop(self._heap)
             if not part.answered:
                 try:

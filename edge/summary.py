@@ -115,7 +115,8 @@ def format_summary(d: dict[str, Any]) -> str:
         lines.append("fail-safe answers: " + ", ".join(f"{k} {v}" for k, v in sorted(d["failsafe_by_cause"].items())))
     plc = d.get("plc_link")
     if plc:
-        line = (f"PLC link: {plc['telegrams_sent']} telegrams sent, {plc['dropped_results']} RES not sent, "
+        line = (f"PLC link: {plc['telegrams_sent']} telegrams sent ({plc.get('heartbeats_sent', 0)} heartbeats), "
+                f"{plc['dropped_results']} RES not sent, "
                 f"{plc['write_errors']} write errors, {plc['naks_sent']} NAKs, {plc['reconnects']} reconnects")
         lines.append(line if not plc["dropped_results"] else line + "  <-- parts without an answer at the PLC")
     for key, name in (("latency_ms_trigger_to_telegram", "trigger->telegram"), ("latency_ms_total", "trigger->decision")):
