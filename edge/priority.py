@@ -4,11 +4,8 @@ On a small box (2 cores here, 4-6 on a Jetson) the threads that answer the PLC (
 writer, inspection, model worker, deadline watchdog) share the cores with background work that
 is never urgent within one part: decoding the next replay frame ahead, the outputs (ZeroMQ JSON,
 reject JPEGs, metrics), the archive writer, the status publisher. Those call
-:func:`background_thread` (nice +5) when they start, the replay's decode-ahead
-:func:`idle_thread` (``SCHED_IDLE``: preempted at once when an answer-path thread wakes), so under
-contention the kernel runs the answer path first. Priorities do not change the GIL's hand-over
-order; they decide who gets a core. A live camera's grabber keeps normal priority (frames must
-be taken off the driver in time).
+:func:`background_thread` when they start, so under contention the kernel runs the answer path
+first. Priorities do not change the GIL's hand-over order; they decide who gets a core.
 
 Linux: ``setpriority(PRIO_PROCESS, tid, nice)`` applies to one thread (setpriority(2), "BUGS":
 per-thread on Linux/NPTL); raising nice needs no privilege. Elsewhere, or when refused, nothing
@@ -45,25 +42,3 @@ def background_thread(increment: int = BACKGROUND_NICE) -> bool:
     except OSError as exc:
         log.debug("thread priority not lowered: %s", exc)
         return False
-
-
-def idle_thread() -> bool:
-    """Run the calling thread under ``SCHED_IDLE``: only when a core would otherwise be idle, and
-    preempted at once by any normal thread that wakes up (sched(7), "SCHED_IDLE"). For work the
-    answer path waits for only when it is behind (a replay decoding ahead): a nice value still
-    lets it finish its time slice (a few ms under CFS) before a woken inspection thread runs.
-
-    Returns:
-        True if set; False where not supported or refused (then :func:`background_thread` is
-        tried; never raises).
-    """
-    setsched = getattr(os, "sched_setscheduler", None)
-    policy = getattr(os, "SCHED_IDLE", None)
-    if setsched is None or policy is None or not hasattr(threading, "get_native_id"):
-        return background_thread()
-    try:
-        setsched(threading.get_native_id(), policy, os.sched_param(0))
-        return True
-    except OSError as exc:
-        log.debug("SCHED_IDLE refused (%s); lowering the nice value instead", exc)
-        return background_thread()

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.capture.base import CaptureError, Frame, FrameSource, frame_image, log
 from edge.frames import IMAGE_EXTENSIONS, list_images, read_image
-from edge.priority import idle_thread
+from edge.priority import background_thread
 from edge.settings import CameraSettings
 
 PREFETCH = 2
@@ -63,7 +63,7 @@ class _ReplaySource(FrameSource):
             self._reader.join(timeout=1.0)
 
     def _read_loop(self) -> None:
-        idle_thread()  # decoding ahead: never before the trigger -> RES path (edge.priority)
+        background_thread()  # decoding ahead: never before the trigger -> RES path (edge.priority)
         try:
             while not self._stop.is_set():
                 produced = 0
