@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from edge.settings import ModelSettings
 
 
+def intra_op_threads(setting: int) -> int:
+    """The ONNX Runtime intra-op thread count for ``model.intra_op_threads``: the setting itself,
+    or :func:`default_intra_op_threads` for 0 (auto). Every session of the runtime and the bench
+    takes its number from here."""
+    return int(setting) or default_intra_op_threads()
+
+
 def default_intra_op_threads(cpus: int | None = None) -> int:
     """ONNX Runtime intra-op threads for ``model.intra_op_threads = 0`` (auto): one core fewer than
     this process may use (at least 1, at most 4).
@@ -76,7 +83,7 @@ class OnnxRuntimeBackend:
         self.precision: str = read_onnx_info(self.model_path).precision
         self.model_hash: str = file_sha256(self.model_path)
         opts = ort.SessionOptions()
-        self.intra_op_threads: int = int(settings.intra_op_threads) or default_intra_op_threads()
+        self.intra_op_threads: int = intra_op_threads(settings.intra_op_threads)
         opts.intra_op_num_threads = self.intra_op_threads
         opts.log_severity_level = 3  # errors only
         try:

@@ -55,9 +55,9 @@ class BareSession:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        from edge.backends.onnxruntime import default_intra_op_threads
+        from edge.backends.onnxruntime import intra_op_threads
 
-        opts.intra_op_num_threads = int(settings.intra_op_threads) or default_intra_op_threads()
+        opts.intra_op_num_threads = intra_op_threads(settings.intra_op_threads)
         opts.log_severity_level = 3
         self.path = Path(model)
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])

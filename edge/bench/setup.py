@@ -124,12 +124,10 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
     model_over: dict[str, Any] = {"path": str(model_path)}
     if not config and model_path.resolve() == SHARED_EFFNET.resolve():
         model_over.update(EFFNET_CARD)
-    if threads is not None:
-        model_over["intra_op_threads"] = threads
-    if not (threads or base.model.intra_op_threads):  # 0 = auto: every session gets the same number
-        from edge.backends.onnxruntime import default_intra_op_threads
+    from edge.backends.onnxruntime import intra_op_threads
 
-        model_over["intra_op_threads"] = default_intra_op_threads()
+    # resolved here (0 = auto) so every session gets the same number and the JSON says which
+    model_over["intra_op_threads"] = intra_op_threads(base.model.intra_op_threads if threads is None else threads)
     decision: dict[str, Any] = base.decision.model_dump()
     if pass_classes:
         decision["pass_classes"] = pass_classes
