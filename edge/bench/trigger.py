@@ -4,9 +4,10 @@ The station is the product's own :class:`edge.app.Station` (folder replay decodi
 reader thread, ONNX Runtime, PLC link, ZeroMQ, archive, metrics) with its PLC port on one end of
 a pty pair; :class:`edge.plc.simulator.PlcSimulator`, in a process of its own like a real PLC
 (:mod:`edge.bench.plc_process`), on the other end sends ``TRG`` at ``rate_hz`` and measures
-trigger -> ``RES`` (from just before it writes ``TRG`` to when it has read the ``RES`` line). The run is cut into blocks; after each block the station idles while the
-bare session runs the same number-per-second of batch-1 inferences on pre-made tensors, so both
-distributions come from the same minutes of machine load. The replay source gets
+trigger -> ``RES`` (from just before it writes ``TRG`` to when it has read the ``RES`` line).
+The run is cut into blocks; after each block the station idles while the bare session runs the
+same number-per-second of batch-1 inferences on pre-made tensors, so both distributions come
+from the same minutes of machine load. The replay source gets
 ``prepare = Fitter(spec)`` (the resize in its reader thread), as :class:`edge.app.Station` should
 set it (``open_source(..., prepare=Fitter(spec))``).
 """
@@ -68,7 +69,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     times = samples()
     counter = Counter()
     blocks: list[dict[str, Any]] = []
-    closers: list[Any] = []
+    plc_proc: PlcProcess | None = None
     with PtyPair() as pty:
         station = Station(s, plc_port=pty.a)
         try:
@@ -83,7 +84,6 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
 
             plc_proc = PlcProcess(pty.b, rate_hz=rate_hz, answer_timeout_ms=answer_timeout_ms,
                                   baudrate=s.plc.baudrate)
-            closers.append(plc_proc.close)
             sim_block = plc_proc.block
 
             counter.expect(warmup_parts)
@@ -113,8 +113,8 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
                                "bare_paced_p50_ms": summary(bt.latencies_ms)["p50"]})
             t_run1 = time.monotonic()
         finally:
-            for close in closers:
-                close()
+            if plc_proc is not None:
+                plc_proc.close()
             summary_dict = station.stop()
     # edge_overhead: the product's own share of trigger -> RES queued, everything but the model
     # (waiting for the previous part included)
