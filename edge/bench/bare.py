@@ -14,28 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench.measure import cpu_seconds
+from edge.bench.measure import Timing, cpu_seconds
 from edge.model_spec import ModelSpec
 from edge.preprocess import Preprocessor
 from edge.settings import ModelSettings
 
 
 @dataclass
-class Timed:
+class Timed(Timing):
     """One block: ``n`` calls; wall and CPU seconds of the whole block; per-call latencies in ms."""
 
-    n: int
-    wall_s: float
-    cpu_s: float
     latencies_ms: list[float] = field(default_factory=list)
-
-    @property
-    def ms_per_item(self) -> float:
-        return 1000.0 * self.wall_s / max(1, self.n)
-
-    @property
-    def cpu_ms_per_item(self) -> float:
-        return 1000.0 * self.cpu_s / max(1, self.n)
 
 
 def make_tensors(images: Sequence[np.ndarray], spec: ModelSpec) -> list[np.ndarray]:

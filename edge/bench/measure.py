@@ -14,6 +14,7 @@ import resource
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,23 @@ def load_average() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return []
+
+
+@dataclass
+class Timing:
+    """``n`` items done in ``wall_s`` wall-clock and ``cpu_s`` process CPU seconds."""
+
+    n: int
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def ms_per_item(self) -> float:
+        return 1000.0 * self.wall_s / max(1, self.n)
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return 1000.0 * self.cpu_s / max(1, self.n)
 
 
 class RssSampler:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge.bench.measure import cpu_seconds
+from edge.bench.measure import Timing, cpu_seconds
 from edge.capture.memory import MemoryItem, MemorySource
 from edge.settings import Settings
 
@@ -92,23 +92,12 @@ class Counter:
 
 
 @dataclass
-class Block:
+class Block(Timing):
     """One pipeline block: ``n`` frames released at once; wall time until the last result reached
     the last sink, process CPU time; per-part stage latencies and per-sink handle times (ms)."""
 
-    n: int
-    wall_s: float
-    cpu_s: float
     stages: dict[str, list[float]] = field(default_factory=dict)
     sinks: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def ms_per_item(self) -> float:
-        return 1000.0 * self.wall_s / max(1, self.n)
-
-    @property
-    def cpu_ms_per_item(self) -> float:
-        return 1000.0 * self.cpu_s / max(1, self.n)
 
 
 class FreeRunRig:
