@@ -79,9 +79,11 @@ class Station:
                 from edge.demo.synth import replay_order
 
                 demo_folder, lister = make_demo_folder(n=settings.camera.demo_parts), replay_order
-            # The resize runs in the capture thread, off the trigger path (bit-identical result).
+            # Resize and float conversion run in the capture thread, off the trigger path
+            # (bit-identical result; the trigger path only copies the tensor into the model input).
             self.source = open_source(settings.camera, channel_order=self.backend.spec.channel_order,
-                                      demo_folder=demo_folder, lister=lister, prepare=Fitter(self.backend.spec))
+                                      demo_folder=demo_folder, lister=lister,
+                                      prepare=Fitter(self.backend.spec, tensor=True))
             self._closers.append(self.source.close)
             sinks: list[Any] = []
             self.publisher = None
@@ -163,7 +165,7 @@ class Station:
                 raise
             from edge.preprocess import Fitter
 
-            self.source.prepare = Fitter(backend.spec)  # frames fitted for the old model are ignored
+            self.source.prepare = Fitter(backend.spec, tensor=True)  # frames made for the old model are ignored
         except Exception as exc:  # noqa: BLE001 - any failure keeps the running model
             why = f"reload failed, keeping {self.inspector.model_info.name}: {exc}"
             log.error(why)

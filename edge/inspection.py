@@ -39,7 +39,7 @@ import numpy as np
 from edge.decision import Verdict, check_decision_settings, decide
 from edge.parts import Part, PartTracker
 from edge.plc.telegram import encode_result
-from edge.preprocess import Preprocessor, fit_key
+from edge.preprocess import Preprocessor, fit_key, tensor_key
 from edge.priority import background_thread
 from edge.result import InspectionResult, ModelInfo, failsafe_verdict
 from edge.settings import DecisionSettings, Settings
@@ -367,9 +367,10 @@ class Inspector:
         answered fail-safe ERROR."""
         t0 = time.monotonic()
         slots = self._slots
-        key = slots.fit_key
-        images = [f.prepared if f.prepared is not None and f.prepared_key == key else f.image
-                  for _, f, _ in jobs]  # a frame the capture thread already fitted skips the resize
+        keys = slots.prepared_keys
+        # a frame the capture thread already prepared for this model skips that work here
+        images = [f.prepared if f.prepared is not None and f.prepared_key in keys else f.image
+                  for _, f, _ in jobs]
         try:
             pending, t_pre = slots.submit(images, inline)
         except Exception as exc:  # noqa: BLE001 - any runtime error: the parts get a fail-safe ERROR
@@ -500,7 +501,8 @@ class _Slots:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.spec = backend.spec
-        self.fit_key = fit_key(self.spec)
+        # Frame.prepared made for this model: fitted image or whole model tensor (edge.preprocess.Fitter)
+        self.prepared_keys = (tensor_key(self.spec), fit_key(self.spec))
         self.max_batch = int(backend.max_batch)
         self.asynchronous = callable(getattr(backend, "submit", None)) and callable(
             getattr(backend, "input_buffer", None))

@@ -71,5 +71,9 @@ def test_prepared_frames_give_identical_probabilities(tmp_path: Path) -> None:
         plain = _run(settings, backend, items, None)
         prepared = _run(settings, backend, items, Fitter(backend.spec))
         other = _run(settings, backend, items, Fitter(replace(backend.spec, input_size=(6, 6))))  # wrong key
-    for a, b, c in zip(plain, prepared, other):
-        assert a.tobytes() == b.tobytes() == c.tobytes()
+        tensors = _run(settings, backend, items, Fitter(backend.spec, tensor=True))  # what Station uses
+        # a tensor made for another normalization must not be used (its key differs)
+        other_norm = _run(settings, backend, items, Fitter(replace(backend.spec, mean=(0.5, 0.5, 0.5)), tensor=True))
+    for a, b, c, d, e in zip(plain, prepared, other, tensors, other_norm):
+        assert a.tobytes() == b.tobytes() == c.tobytes() == d.tobytes() == e.tobytes()
+    assert len({p.tobytes() for p in plain}) == len(plain)  # every frame its own answer: a mix-up would show

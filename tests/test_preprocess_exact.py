@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from edge.model_spec import ModelSpec
-from edge.preprocess import Fitter, Preprocessor, fit_key, preprocess
+from edge.preprocess import Fitter, PreprocessError, Preprocessor, fit_key, preprocess, tensor_key
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -94,3 +95,25 @@ def test_fitter_then_preprocess_equals_preprocess(resize: str, interpolation: st
     if resize != "letterbox":  # (letterbox always composes onto its canvas)
         assert fitter(same) is same  # already at the input size: no copy
     np.testing.assert_array_equal(fitter(same), same)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_tensor_fitter_equals_preprocess_and_batch_copies_it(resize: str) -> None:
+    rng = np.random.default_rng(11)
+    s = spec(24, 20, resize=resize)
+    make = Fitter(s, tensor=True)
+    frames = [rng.integers(0, 256, (50, 37), dtype=np.uint8), rng.integers(0, 256, (31, 64, 3), dtype=np.uint8),
+              rng.integers(0, 65536, (33, 21, 3), dtype=np.uint16)]
+    tensors = [make(f) for f in frames]
+    for f, t in zip(frames, tensors):  # a new array each: later calls did not overwrite earlier ones
+        assert t.shape == (3, 24, 20) and t.dtype == np.float32
+        assert t.view(np.uint32).tolist() == preprocess(f, s).view(np.uint32).tolist()
+    pre = Preprocessor(s, 3)
+    from_frames = pre.batch(frames).copy()
+    assert pre.batch(tensors).view(np.uint32).tolist() == from_frames.view(np.uint32).tolist()
+    mixed = pre.batch([tensors[0], frames[1], Fitter(s)(frames[2])])  # tensor, raw frame, fitted image
+    assert mixed.view(np.uint32).tolist() == from_frames.view(np.uint32).tolist()
+    assert make.key == tensor_key(s) != fit_key(s)
+    assert tensor_key(s) != tensor_key(replace(s, mean=(0.5, 0.5, 0.5)))
+    with pytest.raises(PreprocessError, match=r"frame 0: prepared tensor is float32 \(3, 24, 21\)"):
+        pre.batch([np.zeros((3, 24, 21), np.float32)])

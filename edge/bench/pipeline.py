@@ -1,13 +1,14 @@
 """A free-run station fed block by block from memory: the "full pipeline" of ``edgeqc bench``.
 
 Same components as :class:`edge.app.Station` (the :class:`~edge.inspection.Inspector`, a
-:class:`~edge.plc.link.PlcLink` on a pty pair whose far end a listen-only PLC simulator reads, the
+:class:`~edge.plc.link.PlcLink` on a direct pty whose master a listen-only PLC simulator reads, the
 ZeroMQ :class:`~edge.publish.Publisher`, :class:`~edge.metrics.MetricsSink`,
 :class:`~edge.archive.RejectArchive`), wired the same way, but the frames come from a gated
 :class:`~edge.capture.memory.MemorySource` (decoded beforehand, as a camera delivers them), so a
 block of N frames can be timed while the station keeps running between blocks, and bare blocks
 can be interleaved with pipeline blocks. Each sink is wrapped to time its ``handle``. The
-source's capture thread does the resize (``prepare``), up to 2 frames ahead, like a camera grabber.
+source's capture thread does the resize and float conversion (``prepare``), up to 2 frames ahead,
+like a camera grabber.
 """
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ class FreeRunRig:
         settings: bench settings (``plc.mode`` is forced to ``free_run``).
         backend: an open backend (ONNX Runtime, or noop for the overhead item).
         items: decoded frames to cycle through.
-        plc: put the PLC link on a pty pair (RES,<seq> telegrams read by a listen-only simulator).
-        prepare: the source's capture thread fits each frame to the model input
-            (:class:`edge.preprocess.Fitter`), as :class:`edge.app.Station` should set it up.
+        plc: put the PLC link on a direct pty (RES,<seq> telegrams read by a listen-only simulator).
+        prepare: the source's capture thread turns each frame into the model tensor
+            (``edge.preprocess.Fitter(spec, tensor=True)``), as :class:`edge.app.Station` does.
     """
 
     def __init__(self, settings: Settings, backend: Any, items: Sequence[MemoryItem], *, plc: bool = True,
@@ -126,10 +127,10 @@ class FreeRunRig:
         self.pty = self.sim = self.link = None
         try:
             self.source = MemorySource(items, gated=True)
-            if prepare:  # the resize in the capture thread, as Station should set it up
+            if prepare:  # resize + conversion in the capture thread, as Station does
                 from edge.preprocess import Fitter
 
-                self.source.prepare = Fitter(backend.spec)
+                self.source.prepare = Fitter(backend.spec, tensor=True)
             self.publisher = Publisher(s.zmq)
             self._closers.append(self.publisher.close)
             self.metrics = MetricsSink(s.metrics, station_id=s.station_id)
@@ -139,15 +140,14 @@ class FreeRunRig:
             send = None
             if plc:
                 from edge.plc.link import PlcLink
-                from edge.plc.pty import PtyPair
+                from edge.plc.pty import DirectPty
                 from edge.plc.simulator import PlcSimulator
 
-                self.pty = PtyPair()
+                self.pty = DirectPty()  # no socat relay process taking CPU on every RES
                 self._closers.append(self.pty.close)
-                self.sim = PlcSimulator(self.pty.b, rate_hz=1.0, count=0, duration_s=10**6,
-                                        baudrate=s.plc.baudrate).start()
+                self.sim = PlcSimulator(self.pty.master, rate_hz=1.0, count=0, duration_s=10**6).start()
                 self._closers.append(self.sim.close)
-                self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.pty.a,
+                self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.pty.path,
                                     health=lambda: self.inspector.healthy())
                 send = self.link.send_now
             self.counter = Counter()

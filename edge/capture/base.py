@@ -52,10 +52,11 @@ class Frame:
         source_id: where the frame came from: file path relative to the replayed folder
             (``crack/exp1_num_1.jpg``), ``video.mp4#frame12``, or ``<source>#<index>`` for cameras.
         label: folder sources: name of the first-level subfolder (ground truth); else None.
-        prepared: the image already fitted to the model input by the source's
-            :attr:`FrameSource.prepare` in the capture thread (off the trigger path), or None.
+        prepared: the frame already fitted to the model input, or already the model tensor
+            ``[3,H,W] float32``, by the source's :attr:`FrameSource.prepare` in the capture thread
+            (off the trigger path); or None.
         prepared_key: ``prepare.key`` it was made with (the loop uses ``prepared`` only when it
-            matches the running model's :func:`edge.preprocess.fit_key`).
+            matches the running model's :func:`edge.preprocess.tensor_key` or ``fit_key``).
     """
 
     image: np.ndarray

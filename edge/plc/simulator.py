@@ -1,6 +1,7 @@
 """The PLC side of EQC-ASCII/1: sends triggers, checks every answer (demo, tests, commissioning).
 
-:class:`PlcSimulator` opens a serial port or pyserial URL, sends ``TRG,<part_id>`` at a fixed
+:class:`PlcSimulator` opens a serial port or pyserial URL (or uses an already open port object,
+e.g. the master of :class:`edge.plc.pty.DirectPty`), sends ``TRG,<part_id>`` at a fixed
 rate (optionally ``PING`` and deliberately malformed lines), reads everything the edge sends,
 verifies each checksum and matches exactly one RES per TRG. The :class:`SimReport` counts
 answered, missing, duplicate, unexpected and late parts, trigger->RES latency in ms, NAKs by
@@ -18,7 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import serial
 
@@ -42,6 +43,24 @@ if TYPE_CHECKING:
 
 _RECENT_IDS = 100_000  # part ids remembered to tell a duplicate RES from an unexpected one
 _MAX_LATENCIES = 1_000_000  # latency samples kept (the summary covers the first million answers)
+
+
+class PlcPort(Protocol):
+    """What the simulator calls on its port: a pyserial port, or :class:`edge.plc.pty.PtyMaster`.
+
+    ``read`` must return within a short timeout (about 0.1 s) with what it has (``b''`` if
+    nothing): the reader thread checks for stop between reads. Errors: ``OSError`` (pyserial's
+    ``SerialException`` is one).
+    """
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    @property
+    def in_waiting(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 def _checked(body: bytes) -> bytes:
@@ -125,10 +144,14 @@ class SimReport:
 
 
 class PlcSimulator:
-    """Plays the PLC on ``port`` (a device path or pyserial URL).
+    """Plays the PLC on ``port`` (a device path or pyserial URL, or an open port object).
 
     Args:
-        port: serial port / pyserial URL of the PLC end.
+        port: serial port / pyserial URL of the PLC end (opened by :meth:`start`, closed by
+            :meth:`close`), or an already open :class:`PlcPort` (e.g.
+            :attr:`edge.plc.pty.DirectPty.master`), which is neither opened nor closed here, so
+            one port serves several simulator runs; its own read timeout applies and the serial
+            settings below are not applied to it.
         rate_hz: triggers per second (> 0).
         count: triggers to send; default ``len(part_ids)`` or 100. 0 = listen only (free-run mode:
             RES telegrams are counted, not matched) for ``duration_s``.
@@ -142,7 +165,7 @@ class PlcSimulator:
             RES this long after their TRG are ``missing`` once the run ends.
         duration_s: listen-only run time in s (count = 0).
         on_event: called with one human-readable line per exchange (from the simulator's threads).
-        baudrate, bytesize, parity, stopbits: serial settings (must match the edge).
+        baudrate, bytesize, parity, stopbits: serial settings (must match the edge; port paths/URLs only).
 
     Raises:
         ValueError: bad rate, count or part id.
@@ -150,7 +173,7 @@ class PlcSimulator:
 
     def __init__(
         self,
-        port: str,
+        port: str | PlcPort,
         rate_hz: float = 5.0,
         count: int | None = None,
         *,
@@ -168,7 +191,8 @@ class PlcSimulator:
     ) -> None:
         if not rate_hz > 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
-        self.port_url = port
+        self.port_url = port if isinstance(port, str) else None
+        self._given_port = None if isinstance(port, str) else port
         self.rate_hz = float(rate_hz)
         self.part_ids = list(part_ids) if part_ids else None
         self.count = count if count is not None else (len(self.part_ids) if self.part_ids else 100)
@@ -186,7 +210,7 @@ class PlcSimulator:
         self.duration_s = duration_s
         self._on_event = on_event
         self._serial_kwargs = {"baudrate": baudrate, "bytesize": bytesize, "parity": parity, "stopbits": stopbits}
-        self.report = SimReport(port=port)
+        self.report = SimReport(port=port if isinstance(port, str) else str(getattr(port, "name", None) or port))
         self._outstanding: dict[str, deque[float]] = {}
         self._sent_ids: dict[str, None] = {}  # recent part ids (ordered set, bounded) to tell duplicates
         self._pings: deque[float] = deque()
@@ -195,7 +219,7 @@ class PlcSimulator:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._sender_done = False
-        self._port: serial.SerialBase | None = None
+        self._port: PlcPort | None = None
         self._threads: list[threading.Thread] = []
         self._t0 = 0.0
 
@@ -209,12 +233,15 @@ class PlcSimulator:
             self._on_event(text)
 
     def start(self) -> Self:
-        """Open the port and start sending/reading.
+        """Open the port (unless given open) and start sending/reading.
 
         Raises:
             serial.SerialException: the port cannot be opened. ValueError: bad URL/settings.
         """
-        self._port = serial.serial_for_url(self.port_url, timeout=0.1, write_timeout=1.0, **self._serial_kwargs)
+        if self._given_port is not None:
+            self._port = self._given_port
+        else:
+            self._port = serial.serial_for_url(self.port_url, timeout=0.1, write_timeout=1.0, **self._serial_kwargs)
         self._t0 = time.monotonic()
         for name, target in (("reader", self._reader), ("sender", self._sender)):
             t = threading.Thread(target=target, name=f"plcsim-{name}", daemon=True)
@@ -252,11 +279,16 @@ class PlcSimulator:
                 self._cond.wait(min(max(left, 0.005), end - now))
 
     def close(self) -> SimReport:
-        """Stop, close the port and finalise the report (still outstanding parts -> ``missing``)."""
+        """Stop, close the port (unless it was given open) and finalise the report (still
+        outstanding parts -> ``missing``)."""
         self._stop.set()
         for t in self._threads:
             t.join(2.0)
-        if self._port is not None:
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck and self._given_port is not None:  # would keep reading the port under the next user
+            with self._cond:
+                self.report.errors.append(f"threads still running after close: {', '.join(stuck)}")
+        if self._port is not None and self._given_port is None:
             try:
                 self._port.close()
             except (serial.SerialException, OSError):
