@@ -58,3 +58,21 @@ def test_failed_batch_leaves_its_slot_free(backend) -> None:
     pc, _ = slots.submit(c)  # would raise "slot 0 still has a batch in flight" with the old rotation
     np.testing.assert_array_equal(pa.wait(), reference(backend, a))
     np.testing.assert_array_equal(pc.wait(), reference(backend, c))
+
+
+def test_lone_prepared_tensor_runs_without_a_copy(backend) -> None:
+    """A lone frame already made into the model tensor by the capture thread is run as is (inline);
+    a pair of them is copied into a slot; both give the reference probabilities."""
+    from edge.preprocess import Fitter
+
+    slots = _Slots(backend)
+    make = Fitter(backend.spec, tensor=True)
+    imgs = frames(6, 2)
+    tensors = [make(f) for f in imgs]
+    view = slots._ready_tensor(tensors[:1])
+    assert view is not None and view.shape == (1, 3, 8, 8) and np.shares_memory(view, tensors[0])
+    p1, _ = slots.submit(tensors[:1], inline=True)
+    np.testing.assert_array_equal(p1.wait(), reference(backend, imgs[:1]))
+    p2, _ = slots.submit(tensors)  # two: through the slot buffer, in flight
+    np.testing.assert_array_equal(p2.wait(), reference(backend, imgs))
+    assert slots._ready_tensor([np.zeros((3, 8, 9), np.float32)]) is None  # not this model's input

@@ -52,6 +52,9 @@ ROWS: list[tuple[str, Any]] = [
                                                  f"{g(r, 'item2_trigger', 'bare_paced_ms', 'count')}"),
     ("2 **p99 difference** (target ≤ +3 ms)",
      lambda r: f"**{round(g(r, 'item2_trigger', 'trigger_to_res_ms', 'p99') - g(r, 'item2_trigger', 'bare_paced_ms', 'p99'), 1):+} ms**"),
+    ("2 p99 difference, 90 % bootstrap interval (ms)",
+     lambda r: "—" if not g(r, "item2_trigger", "p99_difference_ms", "ci")
+     else " .. ".join(f"{v:+.1f}" for v in g(r, "item2_trigger", "p99_difference_ms", "ci"))),
     ("2 p50 difference", lambda r: f"{round(g(r, 'item2_trigger', 'trigger_to_res_ms', 'p50') - g(r, 'item2_trigger', 'bare_paced_ms', 'p50'), 1):+} ms"),
     ("2 parts answered / sent; missing, late, fail-safe",
      lambda r: f"{g(r, 'item2_trigger', 'plc', 'answered')}/{g(r, 'item2_trigger', 'plc', 'triggers')}; "

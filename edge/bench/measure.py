@@ -41,6 +41,40 @@ def summary(xs: Sequence[float], digits: int = 3) -> dict[str, Any]:
             "p90": r(percentile(xs, 90)), "p99": r(percentile(xs, 99)), "max": r(float(max(xs)))}
 
 
+def percentile_difference_ci(a: Sequence[float], b: Sequence[float], q: float = 99.0, level: float = 0.90,
+                             resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Percentile bootstrap of ``percentile(a, q) - percentile(b, q)`` (ms in, ms out).
+
+    Both samples are resampled independently with replacement ``resamples`` times (nearest-rank
+    percentiles, as :func:`percentile`); the interval is the ``(1-level)/2`` and ``(1+level)/2``
+    quantiles of the resampled differences (Efron & Tibshirani, *An Introduction to the
+    Bootstrap*, 1993, ch. 13). Why: the p99 of a few thousand samples from a heavy-tailed latency
+    distribution moves by several ms between runs; the interval says how far one run can be
+    trusted. Returns ``{"value", "ci": [lo, hi], "level", "resamples"}`` (None values without data).
+    """
+    xa, xb = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not len(xa) or not len(xb):
+        return {"value": None, "ci": [None, None], "level": level, "resamples": 0}
+    rng = np.random.default_rng(seed)
+
+    def rank(n: int) -> int:
+        return min(n, max(1, math.ceil(q / 100.0 * n))) - 1
+
+    diffs = np.empty(resamples)
+    chunk = 100  # rows per batch: 100 x 12 000 float64 = 9.6 MB
+    for i in range(0, resamples, chunk):
+        m = min(chunk, resamples - i)
+        pa = np.partition(rng.choice(xa, (m, len(xa))), rank(len(xa)), axis=1)[:, rank(len(xa))]
+        pb = np.partition(rng.choice(xb, (m, len(xb))), rank(len(xb)), axis=1)[:, rank(len(xb))]
+        diffs[i:i + m] = pa - pb
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    value = percentile(xa, q)
+    other = percentile(xb, q)
+    assert value is not None and other is not None
+    return {"value": round(value - other, 3), "ci": [round(float(lo), 3), round(float(hi), 3)],
+            "level": level, "resamples": resamples}
+
+
 def median(xs: Sequence[float]) -> float | None:
     return float(np.median(xs)) if len(xs) else None
 

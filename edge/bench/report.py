@@ -35,8 +35,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     bare = _get(r, "item2_trigger", "bare_paced_ms", "p99")
     rate = _get(r, "item2_trigger", "rate_hz")
     ok = None if trg is None or bare is None else trg <= bare + 3.0
+    ci = _get(r, "item2_trigger", "p99_difference_ms", "ci")
+    ci_text = f"; 90 % bootstrap interval {ci[0]:+} .. {ci[1]:+} ms" if ci and None not in ci else ""
     out.append(_check(f"trigger -> RES p99 at {rate} parts/s", ok,
-                      f"{trg} ms vs bare p99 {bare} ms (+{round(trg - bare, 2)} ms)" if ok is not None
+                      f"{trg} ms vs bare p99 {bare} ms ({round(trg - bare, 2):+} ms{ci_text})" if ok is not None
                       else "not measured", "<= bare p99 + 3 ms"))
     alloc = _get(r, "preprocess_alloc")
     out.append(_check("no frame-sized allocation in preprocessing (steady state)",

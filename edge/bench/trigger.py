@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge.bench.bare import BareSession
-from edge.bench.measure import RssSampler, rss_growth, summary
+from edge.bench.measure import RssSampler, percentile_difference_ci, rss_growth, summary
 from edge.bench.pipeline import Counter, TimedSink, samples
 from edge.settings import Settings
 
@@ -125,6 +125,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         "prepared_in_capture_thread": prepare,
         "trigger_to_res_ms": summary(sim_lat),
         "bare_paced_ms": summary(bare_lat),
+        "p99_difference_ms": percentile_difference_ci(sim_lat, bare_lat),
         "stages_ms": stages,
         "sinks_ms": {k: summary(v) for k, v in times.items() if k != "counter"},
         "plc": plc_out,
