@@ -198,9 +198,10 @@ class Station:
         self.backend.close()
 
     def close(self) -> None:
-        if getattr(self, "link", None) is not None:
+        link = getattr(self, "link", None)
+        if link is not None:
             try:
-                self.link.close()
+                link.close()
             except Exception:
                 log.exception("closing the PLC link failed")
             self.link = None

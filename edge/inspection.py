@@ -72,9 +72,9 @@ class Inspector:
         settings: Settings,
         backend: Any,
         source: Any,
-        send_telegram: Callable[[bytes], None] | None = None,
+        send_telegram: Callable[[bytes], object] | None = None,
         sinks: list[Sink] | None = None,
-        status_sinks: list[Callable[[dict[str, Any]], None]] | None = None,
+        status_sinks: list[Callable[[dict[str, Any]], object]] | None = None,
     ) -> None:
         self.settings = settings
         self.plc = settings.plc
@@ -104,7 +104,7 @@ class Inspector:
                       "reloads": 0, "reload_failures": 0, "free_run_skipped": 0, "batches": 0,
                       "batched_parts": 0}
         self.last_reload_error: str | None = None
-        self.on_loop: Callable[[], None] | None = None  # called every loop turn (systemd watchdog)
+        self.on_loop: Callable[[], object] | None = None  # called every loop turn (systemd watchdog)
         self.yield_after_res = True  # see _complete
         self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
 

@@ -69,7 +69,7 @@ class PartTracker:
             if wake:
                 self._cv.notify_all()
 
-    def answer(self, part: Part, send: Callable[[], None], cause: str | None = None) -> bool:
+    def answer(self, part: Part, send: Callable[[], object], cause: str | None = None) -> bool:
         """Answer ``part`` once: call ``send()`` and mark it, or return False if already answered."""
         with part._lock:
             if part.answered:

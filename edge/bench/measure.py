@@ -68,8 +68,8 @@ def percentile_difference_ci(a: Sequence[float], b: Sequence[float], q: float = 
         pb = np.partition(rng.choice(xb, (m, len(xb))), rank(len(xb)), axis=1)[:, rank(len(xb))]
         diffs[i:i + m] = pa - pb
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    value = percentile(xa, q)
-    other = percentile(xb, q)
+    value = percentile(a, q)
+    other = percentile(b, q)
     assert value is not None and other is not None
     return {"value": round(value - other, 3), "ci": [round(float(lo), 3), round(float(hi), 3)],
             "level": level, "resamples": resamples}

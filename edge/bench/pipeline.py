@@ -151,7 +151,7 @@ class FreeRunRig:
                                     health=lambda: self.inspector.healthy())
                 send = self.link.send_now
             self.counter = Counter()
-            sinks = [TimedSink("publish", self.publisher, self.times), TimedSink("archive", self.archive, self.times),
+            sinks: list[Any] = [TimedSink("publish", self.publisher, self.times), TimedSink("archive", self.archive, self.times),
                      TimedSink("metrics", self.metrics, self.times), self.counter]
             self.inspector = Inspector(s, backend, self.source, send_telegram=send, sinks=sinks)
             self.metrics.bind(self.inspector)

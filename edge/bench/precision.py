@@ -95,7 +95,7 @@ def precision_item(setup: BenchSetup, spec: ModelSpec, tensors: Sequence[np.ndar
         ev = evaluate_folder([("FP32", setup.model), ("INT8", int8)], setup.images, spec,
                              setup.settings.decision.pass_classes, batch=8,
                              threads=int(setup.settings.model.intra_op_threads))
-        acc = {}
+        acc: dict[str, Any] = {}
         for res in ev.models:
             mt = res.metrics
             acc[res.name.lower()] = {"images": mt.images, "top1": round(mt.top1, 2), "correct": mt.correct,

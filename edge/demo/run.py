@@ -133,10 +133,11 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         if until_signal:
             n = 10**8
         p = settings.plc
-        sim = PlcSimulator(plc_port and pty.b, rate_hz=rate_hz, count=n,  # type: ignore[union-attr]
+        assert pty is not None  # made above for demo_plc
+        sim = PlcSimulator(pty.b, rate_hz=rate_hz, count=n,
                            answer_timeout_ms=p.deadline_ms + 250, baudrate=p.baudrate, bytesize=p.bytesize,
                            parity=p.parity, stopbits=p.stopbits)
-        print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"  # type: ignore[union-attr]
+        print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"
               f" at {rate_hz:g}/s", file=sys.stderr)
 
     station.inspector.on_loop = notifier.watchdog
@@ -163,7 +164,7 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
             notifier.ready("started degraded: camera or PLC port not ready")
         if sim is not None:
             sim.start()
-            sim.wait_done(n / rate_hz + p.deadline_ms / 1000 + 30)
+            sim.wait_done(sim.count / rate_hz + settings.plc.deadline_ms / 1000 + 30)
         elif not until_signal and station.source.is_replay:
             station.inspector.finished.wait()
         done.set()
