@@ -70,6 +70,7 @@ class Station:
 
         self.settings = settings
         self._closers: list[Callable[[], Any]] = []
+        self._reload_lock = threading.Lock()
         try:
             self.backend = open_backend_for(settings)
             self._closers.append(self._close_backend)
@@ -149,6 +150,10 @@ class Station:
         ``status`` topic, counted in metrics). Sections other than ``model`` and ``decision``
         need a restart; a change there is logged and ignored.
         """
+        with self._reload_lock:  # one at a time, each reading the file anew: the last SIGHUP wins
+            return self._reload(config)
+
+    def _reload(self, config: str | None) -> str | None:
         from edge.settings import load_settings
 
         try:
@@ -173,7 +178,7 @@ class Station:
             self.inspector.stats["reload_failures"] += 1  # metrics read this counter at scrape time
             return why
         self.inspector.last_reload_error = None
-        log.info("reload: new model %s loaded, swapping at the next part", backend.model_path)
+        log.info("reload: new model %s loaded, swapping between parts", backend.model_path)
         return None
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -192,6 +197,8 @@ class Station:
         """Close the backend the inspector runs now (after SIGHUP reloads, not the first one) and
         the first one (idempotent)."""
         insp = getattr(self, "inspector", None)
+        if insp is not None:
+            insp.discard_pending_reload()
         current = insp.backend if insp is not None else None
         if current is not None and current is not self.backend:
             current.close()

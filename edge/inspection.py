@@ -79,7 +79,8 @@ class Inspector:
         self.settings = settings
         self.plc = settings.plc
         self._backend = backend
-        self._next_backend: Any = None
+        self._next_backend: Any = None  # (backend, decision) waiting for the swap; under _swap_lock
+        self._swap_lock = threading.Lock()
         self.source = source
         self._send = send_telegram
         self.sinks = list(sinks or [])
@@ -153,7 +154,18 @@ class Inspector:
                 running model stays.
         """
         check_decision_settings(decision or self.settings.decision, new_backend.spec.labels)
-        self._next_backend = (new_backend, decision)
+        with self._swap_lock:
+            replaced, self._next_backend = self._next_backend, (new_backend, decision)
+        if replaced is not None:  # a newer reload before the swap: the older model never runs
+            log.info("reload: %s replaced by a newer reload before it ran", self._info_of(replaced[0]).name)
+            replaced[0].close()
+
+    def discard_pending_reload(self) -> None:
+        """Close a reloaded backend that never got swapped in (at shutdown)."""
+        with self._swap_lock:
+            pending, self._next_backend = self._next_backend, None
+        if pending is not None:
+            pending[0].close()
 
     def status(self) -> dict[str, Any]:
         s = self.summary
@@ -227,12 +239,15 @@ class Inspector:
             self.stats["outputs_dropped"] += 1
 
     def _maybe_swap(self) -> None:
-        pending = self._next_backend
+        if self._next_backend is None:  # the usual case: no lock taken
+            return
+        with self._swap_lock:
+            pending, self._next_backend = self._next_backend, None
         if pending is not None:
             nb, decision = pending
             if decision is not None:
                 self.settings = self.settings.model_copy(update={"decision": decision})
-            old, self._backend, self._next_backend = self._backend, nb, None
+            old, self._backend = self._backend, nb
             self._slots = _Slots(nb)
             self._model_info = self._info_of(nb)
             self.stats["reloads"] += 1
@@ -260,6 +275,8 @@ class Inspector:
             if self.on_loop:
                 self.on_loop()
             parts = self._take_triggers(block=not inflight)
+            if not parts and not inflight:
+                self._maybe_swap()  # an idle line swaps within 0.1 s, not at its next part
             if parts:
                 if not inflight:
                     self._maybe_swap()  # between batches only

@@ -99,3 +99,15 @@ def test_noop_and_memory(bench_json) -> None:
     assert r["preprocess_alloc"]["zero_frame_sized"] is True
     assert r["item6_memory"]["peak_rss_mib"] > 0
     assert r["item2_trigger"]["rss"]["samples"] >= 1
+
+
+def test_quick_run_does_not_judge_the_targets(bench_json) -> None:
+    from edge.bench.report import format_table
+
+    r, _ = bench_json
+    assert r["sizes"]["quick"] is True
+    text = format_table(r)
+    assert "not judged, --quick sizes are a correctness run" in text
+    assert "[FAIL]" not in text and "[PASS]" not in text
+    assert text.count("[n/a ]") == 7
+    assert "p99_difference_ms" in r["item2_trigger"] and len(r["item2_trigger"]["p99_difference_ms"]["ci"]) == 2

@@ -1,4 +1,4 @@
-"""``edgeqc bench``: the runtime's overhead over the bare model, measured side by side (issue 6).
+"""``edgeqc bench``: the runtime's overhead over the bare model, measured side by side (targets and method: docs/performance.md).
 
 Prints a table and writes JSON. Every ratio comes from figures taken in the same run, in
 alternating blocks, so they hold on a loaded machine. Items (docs/performance.md):

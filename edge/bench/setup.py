@@ -47,6 +47,7 @@ class Sizes:
             block (together at most ``trigger.BARE_TOTAL_MAX_S`` of bare blocks), s.
         rate_hz: trigger rate, parts/s.
         calib_images: images used when the bench has to make an INT8 model itself.
+        quick: the ``--quick`` sizes (a correctness run: targets are not judged).
     """
 
     rounds: int = 9
@@ -57,11 +58,12 @@ class Sizes:
     block_s: float = 10.0
     rate_hz: float = 20.0
     calib_images: int = 100
+    quick: bool = False
 
     @classmethod
-    def quick(cls) -> Sizes:
+    def quick_sizes(cls) -> Sizes:
         return cls(rounds=2, frames=6, noop_frames=20, precision_runs=4, duration_s=2.0, block_s=1.0,
-                   calib_images=16)
+                   calib_images=16, quick=True)
 
 
 @dataclass
@@ -151,7 +153,7 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
     if bad:
         raise BenchSetupError(f"pass class(es) {bad} are not labels of {model_path.name} {list(spec.labels)}; "
                               "give --pass-class LABEL (or decision.pass_classes in --config)")
-    sizes = Sizes.quick() if quick else Sizes()
+    sizes = Sizes.quick_sizes() if quick else Sizes()
     if duration is not None:
         if duration <= 0:
             raise BenchSetupError(f"--duration {duration}: expected > 0 s")
