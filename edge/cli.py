@@ -171,10 +171,12 @@ def _startup_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
     from edge.capture import CaptureError
     from edge.decision import DecisionError
     from edge.model_spec import ModelSpecError
+    from edge.onnx_info import OnnxReadError
     from edge.preprocess import PreprocessError
     from edge.settings import ConfigError
 
-    return (ConfigError, DecisionError, ModelSpecError, PreprocessError), (CaptureError, BackendError, OSError)
+    return ((ConfigError, DecisionError, ModelSpecError, PreprocessError),
+            (CaptureError, BackendError, OnnxReadError, OSError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,13 +84,17 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        OnnxReadError: the file cannot be parsed as ONNX.
+        OnnxReadError: the file cannot be parsed as ONNX, or is empty (0 bytes: protobuf parses
+            an empty buffer as an empty ModelProto, which would otherwise surface as "graph has 0
+            inputs", a metadata problem, instead of a broken file).
     """
     import onnx  # lazy: the TensorRT runtime path does not need onnx
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model file not found: {p}")
+    if p.stat().st_size == 0:
+        raise OnnxReadError(f"model file {p} is empty (0 bytes)")
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # noqa: BLE001  (onnx raises DecodeError / google.protobuf errors)

@@ -263,6 +263,24 @@ def serial_device(plc: Any) -> str | None:
     return port if plc.enabled and port.startswith("/dev/") else None
 
 
+def serial_port_path(plc: Any) -> str | None:
+    """``plc.port`` when it names a file system path that pyserial opens as a device, wherever it
+    lives (``/dev/ttyUSB0``, a socat ``link=/tmp/ttyV0``); None for ``demo``, pyserial URLs
+    (anything with ``://``: ``loop://``, ``socket://``, ``rfc2217://``; pyserial 3.5
+    ``serial_for_url``) and a disabled PLC."""
+    port = str(plc.port)
+    return port if plc.enabled and port != "demo" and "://" not in port else None
+
+
+def _file_kind(mode: int) -> str:
+    """``"regular file"``, ``"directory"``, … for an ``st_mode``."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return f"file of mode {stat.filemode(mode)}"
+
+
 def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identity) -> list[Problem]:
     p = Path(path)
     try:
@@ -275,6 +293,14 @@ def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identi
     except OSError as exc:
         return [Problem(field, f"cannot stat {kind} device {path}: {exc.strerror}",
                         f"check the permissions of the folders above {path}")]
+    if not stat.S_ISCHR(st.st_mode) and kind == "serial":
+        real = os.path.realpath(path)
+        shown = path if real == path else f"{path} (-> {real})"
+        return [Problem(field, f"{shown} is a {_file_kind(st.st_mode)}, not a serial port: expected a serial "
+                               "device (character device such as /dev/ttyUSB0) or a pyserial URL "
+                               "(loop://, socket://HOST:PORT, rfc2217://HOST:PORT)",
+                        f"set {field} to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
+                        "or \"demo\" for the built-in PLC simulator")]
     if not stat.S_ISCHR(st.st_mode):
         return [Problem(field, f"{path} is not a character device node (mode {stat.filemode(st.st_mode)})",
                         f"set {field} to the {kind}'s /dev node")]
@@ -550,7 +576,7 @@ def preflight(
                                                      "it must be a folder or video file)",
                                     "set camera.source to an existing folder, video file, /dev/videoN, URL or "
                                     "GStreamer pipeline"))
-    ser = serial_device(settings.plc)
+    ser = serial_port_path(settings.plc)
     if ser is not None:
         devices.append(("plc.port", ser))
         problems += _check_device("plc.port", ser, "serial", "dialout", who)

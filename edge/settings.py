@@ -9,6 +9,7 @@ path, the value and what was expected.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,12 +25,19 @@ from pydantic_settings import (
 PART_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
 ZMQ_ENDPOINT_PATTERN = r"^(tcp|ipc|inproc|pgm|epgm|ws|wss)://\S+$"
 HOST_PATTERN = r"^[A-Za-z0-9.:-]+$"
-PositiveMs = Annotated[int, Field(gt=0)]
+# Upper bound of every time setting in ms (1 h): larger values make no sense on a line, and
+# threading waits overflow on huge timeouts (OverflowError: timestamp out of range).
+MAX_MS = 3_600_000
+# Upper bound of the retention settings in days (100 years = keep everything).
+MAX_DAYS = 36_500.0
+PositiveMs = Annotated[int, Field(gt=0, le=MAX_MS)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf / nan (TOML ``inf``, ``nan``, env "inf") are refused by every float field
+    # of every section ("Input should be a finite number"), as int fields already do.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class CameraSettings(_Section):
@@ -44,13 +52,13 @@ class CameraSettings(_Section):
     )
     width: int | None = Field(None, gt=0, description="Requested capture width in px (V4L2/USB only); None = camera default.")
     height: int | None = Field(None, gt=0, description="Requested capture height in px (V4L2/USB only); None = camera default.")
-    fps: float | None = Field(None, gt=0, description="Requested camera frame rate in frames/s; for folder/video sources in free-run mode, the replay rate (None = as fast as inspected).")
-    open_timeout_ms: int = Field(5000, gt=0, description="Bound on opening the source, in ms.")
-    read_timeout_ms: int = Field(2000, gt=0, description="A source that delivers no frame for this long is declared lost and reopened, in ms.")
+    fps: float | None = Field(None, ge=0.001, description="Requested camera frame rate in frames/s (>= 0.001); for folder/video sources in free-run mode, the replay rate (None = as fast as inspected).")
+    open_timeout_ms: int = Field(5000, gt=0, le=MAX_MS, description="Bound on opening the source, in ms (1..3 600 000).")
+    read_timeout_ms: int = Field(2000, gt=0, le=MAX_MS, description="A source that delivers no frame for this long is declared lost and reopened, in ms (1..3 600 000).")
     reconnect_backoff_ms: list[PositiveMs] = Field(
         [250, 500, 1000, 2000, 5000],
         min_length=1,
-        description="Waits between reopen attempts of a lost source, in ms; the last value repeats.",
+        description="Waits between reopen attempts of a lost source, in ms (each 1..3 600 000); the last value repeats.",
     )
     loop: bool = Field(False, description="Folder/video sources: start again at the first frame after the last one.")
     demo_parts: int = Field(60, gt=0, description="'demo' source: number of synthetic part images rendered.")
@@ -116,14 +124,14 @@ class PlcSettings(_Section):
     bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace).")
     stopbits: float = Field(1, description="Stop bits: 1, 1.5 or 2.")
-    read_timeout_ms: int = Field(100, gt=0, description="Serial read timeout in ms (bounds how long the reader blocks).")
-    write_timeout_ms: int = Field(100, gt=0, description="Serial write timeout in ms (always set: a stuck port never blocks).")
-    reopen_backoff_ms: list[PositiveMs] = Field([250, 500, 1000, 2000, 5000], min_length=1, description="Waits between reopen attempts of a lost port, in ms; the last repeats.")
+    read_timeout_ms: int = Field(100, gt=0, le=MAX_MS, description="Serial read timeout in ms (bounds how long the reader blocks; 1..3 600 000).")
+    write_timeout_ms: int = Field(100, gt=0, le=MAX_MS, description="Serial write timeout in ms (always set: a stuck port never blocks; 1..3 600 000).")
+    reopen_backoff_ms: list[PositiveMs] = Field([250, 500, 1000, 2000, 5000], min_length=1, description="Waits between reopen attempts of a lost port, in ms (each 1..3 600 000); the last repeats.")
     mode: Literal["trigger", "free_run"] = Field("trigger", description="trigger: one RES per TRG. free_run: every Nth frame inspected, RES,<sequence number>,….")
     free_run_every: int = Field(1, ge=1, description="free_run: inspect every Nth captured frame.")
-    trigger_delay_ms: float = Field(0.0, ge=0, description="Use the first frame captured at least this long after TRG arrived, in ms.")
-    deadline_ms: float = Field(250.0, gt=0, description="No result within this many ms after TRG -> fail-safe RES,<id>,F,TIMEOUT.")
-    heartbeat_interval_ms: float = Field(1000.0, gt=0, description="HBT telegram period in ms.")
+    trigger_delay_ms: float = Field(0.0, ge=0, le=MAX_MS, description="Use the first frame captured at least this long after TRG arrived, in ms (0..3 600 000).")
+    deadline_ms: float = Field(250.0, gt=0, le=MAX_MS, description="No result within this many ms after TRG -> fail-safe RES,<id>,F,TIMEOUT (finite, > 0 and <= 3 600 000 ms = 1 h).")
+    heartbeat_interval_ms: float = Field(1000.0, gt=0, le=MAX_MS, description="HBT telegram period in ms (finite, > 0 and <= 3 600 000 ms = 1 h).")
     pass_code: str = Field("P", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a pass in RES.")
     fail_code: str = Field("F", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a fail in RES.")
     checksum_required: bool = Field(False, description="Reject (NAK) PLC telegrams without a *HH checksum.")
@@ -148,7 +156,7 @@ class ZmqSettings(_Section):
                           description="PUB socket bind address (tcp://HOST:PORT, ipc://PATH, …).")
     send_hwm: int = Field(1000, gt=0, description="Messages queued per subscriber before ZeroMQ drops (counted).")
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of reject frames on the 'reject' topic.")
-    status_interval_ms: float = Field(1000.0, gt=0, description="Period of the 'status' topic (station health) in ms.")
+    status_interval_ms: float = Field(1000.0, gt=0, le=MAX_MS, description="Period of the 'status' topic (station health) in ms (finite, > 0 and <= 3 600 000 ms = 1 h).")
 
 
 class ArchiveSettings(_Section):
@@ -158,7 +166,7 @@ class ArchiveSettings(_Section):
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of archived frames.")
     pass_sample_rate: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of passes also archived (0 = rejects only).")
     max_bytes: int = Field(2_000_000_000, gt=0, description="Retention: total bytes kept; oldest go first.")
-    max_age_days: float = Field(30.0, gt=0, description="Retention: records older than this are deleted, in days.")
+    max_age_days: float = Field(30.0, gt=0, le=MAX_DAYS, description="Retention: records older than this are deleted, in days (> 0 and <= 36 500).")
     queue_size: int = Field(256, gt=0, description="Frames waiting to be written; beyond this they are dropped and counted.")
     queue_max_bytes: int = Field(
         268_435_456, gt=0,
@@ -183,7 +191,8 @@ class ReviewSettings(_Section):
         description="Local times (HH:MM) at which shifts start; the page's shift counts begin at the latest one.",
     )
     keep_unreviewed_days: float = Field(
-        14.0, gt=0, description="Rejects without a verdict older than this are deleted with their frames, in days (reviewed ones stay)."
+        14.0, gt=0, le=MAX_DAYS,
+        description="Rejects without a verdict older than this are deleted with their frames, in days (> 0 and <= 36 500; reviewed ones stay)."
     )
 
     @field_validator("shift_starts")
@@ -246,7 +255,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         value = e.get("input")
-        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = str(value)  # inf / -inf / nan, as TOML writes them (json.dumps would say Infinity)
+        else:
+            shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"  {path} = {shown}: {e['msg']}")

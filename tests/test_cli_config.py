@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from edge.settings import ConfigError, load_settings
 
 def _edgeqc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, env=e, timeout=60)
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], check=False, capture_output=True, text=True, env=e,
+                          timeout=60)
 
 
 def test_check_names_field_value_and_expectation(tmp_path: Path) -> None:
@@ -89,3 +91,27 @@ def test_pass_class_not_in_model_labels_is_one_line_exit_2(tmp_path: Path) -> No
     r = _edgeqc("demo", "--config", str(f))
     assert r.returncode == 2
     assert "decision.pass_classes = ['good']" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("field", ["plc.deadline_ms", "plc.heartbeat_interval_ms", "zmq.status_interval_ms"])
+def test_non_finite_or_huge_times_are_refused(field: str) -> None:
+    section, name = field.split(".")
+    for value, why in ((float("inf"), "a finite number"), (float("nan"), "a finite number"),
+                       (1e300, "less than or equal to 3600000")):
+        with pytest.raises(ConfigError, match=re.escape(f"{field} = {value}: Input should be {why}")):
+            load_settings(**{section: {name: value}})
+    assert getattr(getattr(load_settings(), section), name) == {"deadline_ms": 250.0}.get(name, 1000.0)
+
+
+def test_config_check_prints_toml_inf_nan(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[plc]\ndeadline_ms = inf\nheartbeat_interval_ms = nan\n[zmq]\nstatus_interval_ms = 1e300\n"
+                 "[camera]\nfps = inf\n[archive]\nmax_age_days = -inf\n")
+    r = _edgeqc("config", "check", str(f))
+    assert r.returncode == 2
+    for line in ("plc.deadline_ms = inf: Input should be a finite number",
+                 "plc.heartbeat_interval_ms = nan: Input should be a finite number",
+                 "zmq.status_interval_ms = 1e+300: Input should be less than or equal to 3600000",
+                 "camera.fps = inf: Input should be a finite number",
+                 "archive.max_age_days = -inf: Input should be a finite number"):
+        assert line in r.stderr, line

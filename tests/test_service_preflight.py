@@ -61,6 +61,19 @@ def test_serial_node_missing(tmp_path: Path) -> None:
     assert "/dev/serial/by-id/" in p.fix
 
 
+def test_serial_port_must_be_a_character_device(tmp_path: Path, pty: str) -> None:
+    f = tmp_path / "somefile"
+    f.write_bytes(b"")
+    p = only(preflight(base(tmp_path, plc={"enabled": True, "port": str(f)}), unit_path=None))
+    assert (p.field, p.severity) == ("plc.port", "error")
+    assert p.problem == (f"{f} is a regular file, not a serial port: expected a serial device (character device "
+                         "such as /dev/ttyUSB0) or a pyserial URL (loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
+    link = tmp_path / "ttyV0"  # what socat link=... creates: a symlink to a pty
+    link.symlink_to(pty)
+    for port in (str(link), "loop://", "demo"):
+        assert preflight(base(tmp_path, plc={"enabled": True, "port": port}), unit_path=None) == [], port
+
+
 def test_not_a_device_node(tmp_path: Path) -> None:
     if not Path("/dev/shm").is_dir():
         pytest.skip("/dev/shm absent")
@@ -140,6 +153,14 @@ def test_model_corrupt(tmp_path: Path) -> None:
     m.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff\xff")
     p = only(preflight(base(tmp_path, model={"path": str(m)}), unit_path=None))
     assert p.field in ("model", "model.path") and "not a readable ONNX model" in p.problem
+
+
+def test_model_empty_is_unreadable_not_a_metadata_problem(tmp_path: Path) -> None:
+    m = tmp_path / "m.onnx"
+    m.write_bytes(b"")
+    p = only(preflight(base(tmp_path, model={"path": str(m)}), unit_path=None))
+    # field model.path (not "model"): `edgeqc run` exits 1 like for a truncated file, not 2 (config)
+    assert p.field == "model.path" and f"model file {m} is empty (0 bytes)" in p.problem
 
 
 def test_model_labels_mismatch(tmp_path: Path, effnet_path: Path) -> None:
