@@ -183,7 +183,10 @@ class Station:
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
         """Stop taking triggers, answer all triggered parts, flush outputs; returns the summary dict."""
+        from edge.summary import capture_summary
+
         summary = self.inspector.stop(timeout)
+        summary["capture"] = capture_summary(self.source)
         link = getattr(self, "link", None)
         self.close()
         if link is not None:  # after close: the flush of the last telegrams is counted

@@ -177,6 +177,7 @@ class Inspector:
             "camera": "ok" if getattr(self.source, "state", "ok") in ("ok", "exhausted") else "lost",
             "plc": self.plc_state, "model": "ok" if self.model_ok else "fault",
             "model_name": self.model_info.name, "reload_error": self.last_reload_error,
+            "corrupt_frames": int(getattr(self.source, "stats", {}).get("corrupt", 0)),
         }
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -217,7 +218,7 @@ class Inspector:
     def _failsafe(self, part: Part, cause: str, frame: Any) -> None:
         verdict = failsafe_verdict(cause)
         if self._answer(part, verdict, cause):
-            log.warning("part %s: fail-safe %s", part.part_id, cause, extra={"part_id": part.part_id})
+            log.warning("fail-safe %s", cause, extra={"part_id": part.part_id})  # the formatter shows part=
             r = InspectionResult(
                 seq=part.seq, part_id=part.part_id, station_id=self.settings.station_id,
                 trigger_ts=part.wall_trigger, verdict=verdict, decision_ts=time.time(),

@@ -41,7 +41,9 @@ STATES = {
 METRIC_NAMES = (
     "edgeqc_parts_total", "edgeqc_passes_total", "edgeqc_rejects_total", "edgeqc_failsafe_total",
     "edgeqc_stage_latency_seconds", "edgeqc_trigger_to_telegram_seconds",
-    "edgeqc_camera_reconnects_total", "edgeqc_serial_reconnects_total", "edgeqc_plc_results_not_sent_total",
+    "edgeqc_camera_reconnects_total", "edgeqc_capture_frames_total", "edgeqc_capture_corrupt_frames_total",
+    "edgeqc_capture_dropped_stale_frames_total", "edgeqc_serial_reconnects_total",
+    "edgeqc_plc_results_not_sent_total",
     "edgeqc_plc_write_errors_total", "edgeqc_zmq_dropped_total",
     "edgeqc_outputs_dropped_total", "edgeqc_reloads_total", "edgeqc_infer_errors_total",
     "edgeqc_camera_state", "edgeqc_plc_state", "edgeqc_model_state", "edgeqc_model_info", "edgeqc_station_info",
@@ -89,6 +91,12 @@ class _StationCollector(Collector):
 
         yield counter("edgeqc_camera_reconnects", "Camera reopen attempts after a loss.",
                       extra["camera_reconnects"] + (_stat(source, "reconnects") if source is not None else 0))
+        yield counter("edgeqc_capture_frames", "Frames the camera/replay source handed to the loop.",
+                      _stat(source, "frames"))
+        yield counter("edgeqc_capture_corrupt_frames", "Unreadable image files (truncated, not an image) a "
+                      "folder replay skipped; each is logged by name.", _stat(source, "corrupt"))
+        yield counter("edgeqc_capture_dropped_stale_frames", "Live frames replaced by a newer one before "
+                      "anyone used them (normal in trigger mode).", _stat(source, "dropped_stale"))
         yield counter("edgeqc_serial_reconnects", "PLC serial port reopened after a loss.",
                       extra["serial_reconnects"] + sum(_stat(p, "reconnects") for p in plcs))
         yield counter("edgeqc_plc_results_not_sent", "RES telegrams not written to the PLC (port lost, write "
@@ -282,8 +290,8 @@ class MetricsSink:
     def bind(self, inspector: Any) -> None:
         """Read state from the inspector at every scrape: camera/PLC/model state (``status()``),
         model info (``model_info``), outputs drops, reloads and inference errors (``stats``),
-        camera reconnects (``source.stats``); archives and publishers among ``inspector.sinks``
-        are watched too."""
+        camera reconnects, frames, corrupt and stale frames (``source.stats``); archives and
+        publishers among ``inspector.sinks`` are watched too."""
         with self._lock:
             self._inspector = inspector
         for sink in getattr(inspector, "sinks", []):
@@ -340,7 +348,7 @@ class MetricsSink:
         except OSError as exc:
             raise OSError(exc.errno, f"metrics.host/port = {host}:{port}: cannot bind ({exc.strerror})") from None
         bound = int(self._server.server_address[1])
-        log.info("metrics: serving http://%s:%d/metrics", host, bound)
+        log.info("serving http://%s:%d/metrics", host, bound)
         return bound
 
 

@@ -60,7 +60,8 @@ class CameraSettings(_Section):
         min_length=1,
         description="Waits between reopen attempts of a lost source, in ms (each 1..3 600 000); the last value repeats.",
     )
-    loop: bool = Field(False, description="Folder/video sources: start again at the first frame after the last one.")
+    loop: bool = Field(False, description="Folder/video sources: start again at the first frame after the last one. "
+                       "`edgeqc run` with camera.source = plc.port = 'demo' loops unless this is set.")
     demo_parts: int = Field(60, gt=0, description="'demo' source: number of synthetic part images rendered.")
 
 

@@ -5,6 +5,10 @@ defect escape rate = defective parts (true label not a pass class) that got a *p
 all defective parts; false reject rate = good parts (true label a pass class) that got a *fail*
 verdict / all good parts. Escape and false reject are counted on verdicts, i.e. what the PLC was
 told; with ``decision.min_pass_probability = 0`` they equal the cards' argmax figures.
+
+The capture counters (``summary["capture"]``, :func:`capture_summary`) come from the frame
+source (:attr:`edge.capture.FrameSource.stats`): ``frames`` handed out, ``corrupt`` image files
+skipped, ``reconnects`` (reopen attempts), ``dropped_stale`` (live frames replaced unused).
 """
 
 from __future__ import annotations
@@ -20,6 +24,19 @@ import numpy as np
 from edge.result import InspectionResult
 
 _MAX_SAMPLES = 100_000  # latency samples kept (bounded memory on a months-long run)
+CAPTURE_COUNTERS = ("frames", "corrupt", "reconnects", "dropped_stale")
+
+
+def capture_summary(source: Any) -> dict[str, Any]:
+    """``{"replay": bool, "frames": int, "corrupt": int, "reconnects": int, "dropped_stale": int}``
+    from a frame source (its ``stats`` survive ``close()``); counters it lacks are 0."""
+    try:
+        st = dict(source.stats)
+    except Exception:  # noqa: BLE001 - a summary must not fail because one component did
+        st = {}
+    out: dict[str, Any] = {"replay": bool(getattr(source, "is_replay", False))}
+    out.update({k: int(st.get(k, 0) or 0) for k in CAPTURE_COUNTERS})
+    return out
 
 
 class RunSummary:
@@ -113,6 +130,13 @@ def format_summary(d: dict[str, Any]) -> str:
         lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(d["rejects_by_reason"].items())))
     if d["failsafe_by_cause"]:
         lines.append("fail-safe answers: " + ", ".join(f"{k} {v}" for k, v in sorted(d["failsafe_by_cause"].items())))
+    cap = d.get("capture")
+    if cap:
+        shown = [f"{k} {cap.get(k, 0)}" for k in CAPTURE_COUNTERS
+                 if cap.get(k) or (k == "corrupt" and cap.get("replay"))]
+        if shown:
+            line = "capture: " + ", ".join(shown)
+            lines.append(line + (" (unreadable image files skipped; the log names each)" if cap.get("corrupt") else ""))
     plc = d.get("plc_link")
     if plc:
         line = (f"PLC link: {plc['telegrams_sent']} telegrams sent ({plc.get('heartbeats_sent', 0)} heartbeats), "

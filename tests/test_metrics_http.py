@@ -114,6 +114,8 @@ def test_bound_components_are_read_at_scrape_time(tmp_path: Path) -> None:
         port = m.start_http("127.0.0.1", 0)
         v = scrape(port)
         assert v["edgeqc_camera_reconnects_total"] == 4  # 3 from the source + 1 reported
+        assert v["edgeqc_capture_frames_total"] == 10  # the source's counters; one it lacks is 0
+        assert v["edgeqc_capture_corrupt_frames_total"] == 0
         assert v["edgeqc_serial_reconnects_total"] == 4
         assert v["edgeqc_zmq_dropped_total"] == 7
         assert v["edgeqc_outputs_dropped_total"] == 2

@@ -3,6 +3,8 @@
 ``plc.port = "demo"`` puts a PLC simulator (:class:`edge.plc.simulator.PlcSimulator`) on the other
 end of a pseudo-terminal pair, so the real serial link code runs with no hardware. The demo also
 subscribes to its own ZeroMQ stream and reports what arrived, so one command shows the whole chain.
+``edgeqc run`` on the demo defaults (``camera.source = plc.port = "demo"``) replays the demo parts
+in a loop (a demo line keeps running) unless the config sets ``camera.loop`` itself.
 """
 
 from __future__ import annotations
@@ -90,6 +92,24 @@ def _wait_ready(station: Any, timeout: float) -> bool:
     return False
 
 
+def _trigger_count(source: Any, parts: int | None) -> int:
+    """Triggers the demo PLC sends: ``parts``, else one per frame the replay plans (else 100).
+
+    Raises:
+        CaptureError: the replay has nothing to play (e.g. a folder with no images): the same
+            message ``edgeqc run`` gives, from the source's own start check.
+    """
+    if parts is not None:
+        return parts
+    planned = getattr(source, "planned_frames", None)
+    n = int(planned()) if planned else 100
+    if n == 0:
+        source.start()  # raises the CaptureError naming the folder/file; started early is harmless
+        log.warning("camera source reports 0 frames to replay; the demo PLC sends 100 triggers")
+        n = 100  # e.g. a video whose container does not state its frame count
+    return n
+
+
 def run_station(settings: Settings, json_out: str | None = None, parts: int | None = None,
                 rate_hz: float = 10.0, until_signal: bool = True, config: str | None = None) -> int:
     """Run one station; returns the process exit code (0 = every part answered correctly).
@@ -97,88 +117,98 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
     Under systemd (``NOTIFY_SOCKET`` set) it sends READY=1 once the model is loaded, the camera
     delivers and the PLC port is open; WATCHDOG=1 from the inspection loop; STATUS= every status
     period; RELOADING=1/READY=1 around a SIGHUP reload of ``config``; STOPPING=1 on shutdown.
+
+    ``until_signal=True`` is ``edgeqc run`` (logger ``edgeqc.run``), False is ``edgeqc demo``
+    (logger ``edgeqc.demo``). On every exit path, a failed start included, the station, the PLC
+    simulator, the ZeroMQ counter and the pty pair (its socat process) are closed.
+
+    Raises:
+        CaptureError, BackendError, ConfigError, OSError, ...: the start failed (``edge.cli``
+            turns them into one line and an exit code).
     """
     from edge.app import Station, run_until_signal
     from edge.service import Notifier, status_line
-    from edge.summary import format_summary
+    from edge.summary import capture_summary, format_summary
 
+    rlog = logging.getLogger("edgeqc.run" if until_signal else "edgeqc.demo")
     notifier = Notifier()
 
-    pty = sim = sub = None
-    plc_port = None
+    pty: Any = None
+    sim: Any = None
+    sub: _ZmqCounter | None = None
+    station: Any = None
+    report: Any = None
+    zmq_seen: dict[str, Any] | None = None
     demo_plc = settings.plc.enabled and settings.plc.port == "demo"
-    if demo_plc and until_signal and settings.camera.source == "demo":
+    if (demo_plc and until_signal and settings.camera.source == "demo"
+            and "loop" not in settings.camera.model_fields_set):
         settings.camera.loop = True  # `edgeqc run` on the demo defaults: keep the line running
+        rlog.info('camera.source = plc.port = "demo": the demo parts replay in a loop (camera.loop = true); '
+                  "set camera.loop = false for one pass")
     try:
         if demo_plc:
             from edge.plc.pty import PtyPair
 
             pty = PtyPair()
-            plc_port = pty.a
-        station = Station(settings, plc_port=plc_port)
-    except Exception:
-        if pty is not None:
-            pty.close()
-        raise
-    if settings.zmq.enabled and not until_signal:
-        sub = _ZmqCounter(station.publisher.endpoint)  # type: ignore[union-attr]
-    done = threading.Event()
-    if demo_plc:
-        from edge.plc.simulator import PlcSimulator
+        station = Station(settings, plc_port=pty.a if pty is not None else None)
+        if settings.zmq.enabled and not until_signal:
+            sub = _ZmqCounter(station.publisher.endpoint)
+        done = threading.Event()
+        if demo_plc:
+            from edge.plc.simulator import PlcSimulator
 
-        n = parts
-        if n is None:
-            planned = getattr(station.source, "planned_frames", None)
-            n = planned() if planned else 100
-        if until_signal:
-            n = 10**8
-        p = settings.plc
-        assert pty is not None  # made above for demo_plc
-        sim = PlcSimulator(pty.b, rate_hz=rate_hz, count=n,
-                           answer_timeout_ms=p.deadline_ms + 250, baudrate=p.baudrate, bytesize=p.bytesize,
-                           parity=p.parity, stopbits=p.stopbits)
-        print(f"PLC simulator on {pty.b} -> edge on {pty.a}: {n if not until_signal else 'continuous'} triggers"
-              f" at {rate_hz:g}/s", file=sys.stderr)
+            n = 10**8 if until_signal else _trigger_count(station.source, parts)
+            p = settings.plc
+            sim = PlcSimulator(pty.b, rate_hz=rate_hz, count=n,
+                               answer_timeout_ms=p.deadline_ms + 250, baudrate=p.baudrate, bytesize=p.bytesize,
+                               parity=p.parity, stopbits=p.stopbits)
+            what = f"PLC simulator on {pty.b} -> edge on {pty.a}: "
+            if until_signal:
+                rlog.info("%scontinuous triggers at %g/s", what, rate_hz)
+            else:
+                print(f"{what}{n} triggers at {rate_hz:g}/s", file=sys.stderr)
 
-    station.inspector.on_loop = notifier.watchdog
-    station.inspector.status_sinks.append(lambda st: notifier.status(status_line(st)))
+        station.inspector.on_loop = notifier.watchdog
+        station.inspector.status_sinks.append(lambda st: notifier.status(status_line(st)))
 
-    report = None
+        def _stopping() -> None:
+            nonlocal report
+            notifier.stopping("draining triggered parts")
+            if sim is not None and until_signal:  # the simulated PLC stops triggering before the edge drains
+                report = sim.close()
 
-    def _stopping() -> None:
-        nonlocal report
-        notifier.stopping("draining triggered parts")
-        if sim is not None and until_signal:  # the simulated PLC stops triggering before the edge drains
-            report = sim.close()
+        def _reload() -> None:
+            notifier.reloading("reloading model and config")
+            why = station.reload(config)
+            notifier.ready(status_line(station.inspector.status()) + (f"; {why}" if why else ""))
 
-    def _reload() -> None:
-        notifier.reloading("reloading model and config")
-        why = station.reload(config)
-        notifier.ready(status_line(station.inspector.status()) + (f"; {why}" if why else ""))
+        def _drive() -> None:  # after the station started: no TRG may reach a port nobody has opened
+            if _wait_ready(station, settings.camera.open_timeout_ms / 1000 + 5):
+                notifier.ready(status_line(station.inspector.status()))
+            else:
+                rlog.warning("camera or PLC port not ready after start; READY=1 sent anyway, heartbeat says FAULT")
+                notifier.ready("started degraded: camera or PLC port not ready")
+            if sim is not None:
+                sim.start()
+                sim.wait_done(sim.count / rate_hz + settings.plc.deadline_ms / 1000 + 30)
+            elif not until_signal and station.source.is_replay:
+                station.inspector.finished.wait()
+            done.set()
 
-    def _drive() -> None:  # after the station started: no TRG may reach a port nobody has opened
-        if _wait_ready(station, settings.camera.open_timeout_ms / 1000 + 5):
-            notifier.ready(status_line(station.inspector.status()))
-        else:
-            log.warning("camera or PLC port not ready after start; READY=1 sent anyway, heartbeat says FAULT")
-            notifier.ready("started degraded: camera or PLC port not ready")
-        if sim is not None:
-            sim.start()
-            sim.wait_done(sim.count / rate_hz + settings.plc.deadline_ms / 1000 + 30)
-        elif not until_signal and station.source.is_replay:
-            station.inspector.finished.wait()
-        done.set()
-
-    try:
         summary = run_until_signal(station, stop_when=None if until_signal else done,
                                    on_reload=_reload if until_signal else None,
-                                   on_stopping=lambda: _stopping(),
+                                   on_stopping=_stopping,
                                    on_started=lambda: threading.Thread(target=_drive, name="edgeqc-plc-sim",
                                                                        daemon=True).start())
-    finally:
+        # Station.stop() has no capture counters (yet): the source keeps them after close.
+        summary.setdefault("capture", capture_summary(station.source))
+    finally:  # every exit, a failed start included: nothing may outlive the command (socat!)
         if sim is not None and report is None:
             report = sim.close()
-        zmq_seen = sub.close() if sub is not None else None
+        if sub is not None:
+            zmq_seen = sub.close()
+        if station is not None:
+            station.close()  # idempotent: a no-op after run_until_signal's stop()
         if pty is not None:
             pty.close()
     print(format_summary(summary))
@@ -195,7 +225,7 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         ok = report.ok if not until_signal else True
     if zmq_seen is not None:
         out["zmq"] = zmq_seen
-        print(f"ZeroMQ {station.publisher.endpoint}: {zmq_seen['results']} results, "  # type: ignore[union-attr]
+        print(f"ZeroMQ {station.publisher.endpoint}: {zmq_seen['results']} results, "
               f"{zmq_seen['rejects']} rejects with {zmq_seen['reject_jpeg_bytes']} bytes of JPEG received")
     if settings.archive.enabled:
         print(f"reject archive: {settings.archive.path}")
