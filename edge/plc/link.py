@@ -72,20 +72,21 @@ def _nonblocking_fd(port: Any) -> int | None:
     return fd if flags & os.O_NONBLOCK else None
 
 
-def _write_fd(fd: int, data: bytes, timeout_s: float) -> int:
-    """Write ``data`` to the non-blocking ``fd`` within ``timeout_s``; returns the bytes written
-    (less than ``len(data)`` on timeout). Raises OSError other than EAGAIN (port gone)."""
+def write_fd(fd: int, data: bytes, timeout_s: float | None) -> int:
+    """Write ``data`` to the non-blocking ``fd`` within ``timeout_s`` (None: no limit); returns the
+    bytes written (less than ``len(data)`` on timeout). Raises OSError other than EAGAIN (port gone).
+    Also the pty master's write (:class:`edge.plc.pty.PtyMaster`)."""
     view = memoryview(data)
     done = 0
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while done < len(data):
         try:
             done += os.write(fd, view[done:])
             continue
         except BlockingIOError:
             pass
-        left = deadline - time.monotonic()
-        if left <= 0:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
             break
         select.select([], [fd], [], left)
     return done
@@ -507,7 +508,7 @@ class PlcLink:
                 except serial.SerialTimeoutException:
                     written = -1  # pyserial does not say how much went out
             else:
-                written = _write_fd(fd, data, self.settings.write_timeout_ms / 1000.0)
+                written = write_fd(fd, data, self.settings.write_timeout_ms / 1000.0)
         except (serial.SerialException, OSError) as exc:
             self._count("write_errors")
             self._write_failed.set()

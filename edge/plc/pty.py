@@ -314,20 +314,11 @@ class PtyMaster:
                 reads the slave end and the pty's buffer is full); part of it may be written.
             serial.PortNotOpenError: closed. OSError: the pty is gone.
         """
-        fd = self._fileno()
-        view = memoryview(data)
-        done = 0
-        deadline = None if self.write_timeout is None else time.monotonic() + self.write_timeout
-        while done < len(view):
-            try:
-                done += os.write(fd, view[done:])
-                continue
-            except BlockingIOError:
-                pass
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise serial.SerialTimeoutException(f"Write timeout ({done} of {len(view)} bytes written)")
-            select.select([], [fd], [], left)
+        from edge.plc.link import write_fd
+
+        done = write_fd(self._fileno(), data, self.write_timeout)
+        if done < len(data):
+            raise serial.SerialTimeoutException(f"Write timeout ({done} of {len(data)} bytes written)")
         return done
 
     @property
