@@ -81,7 +81,7 @@ class Station:
 
                 demo_folder, lister = make_demo_folder(n=settings.camera.demo_parts), replay_order
             # Resize and float conversion run in the capture thread, off the trigger path
-            # (bit-identical result; the trigger path only copies the tensor into the model input).
+            # (bit-identical result; the trigger path hands the tensor to the model).
             self.source = open_source(settings.camera, channel_order=self.backend.spec.channel_order,
                                       demo_folder=demo_folder, lister=lister,
                                       prepare=Fitter(self.backend.spec, tensor=True))

@@ -276,11 +276,9 @@ class Inspector:
             if self.on_loop:
                 self.on_loop()
             parts = self._take_triggers(block=not inflight)
-            if not parts and not inflight:
-                self._maybe_swap()  # an idle line swaps within 0.1 s, not at its next part
+            if not inflight:  # between batches only; an idle line swaps within 0.1 s
+                self._maybe_swap()
             if parts:
-                if not inflight:
-                    self._maybe_swap()  # between batches only
                 jobs = self._jobs_for(parts)
                 if jobs:
                     # alone (no batch in flight, no trigger waiting): run inline, lowest latency
