@@ -147,7 +147,8 @@ def corrupt_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             insp.removeHandler(handler)
     station = made.stations[0]
     return {"rc": rc, "stdout": out.getvalue(), "json": json.loads((tmp / "run.json").read_text()),
-            "metrics": scrape_values(station.metrics.render().decode()), "records": records, "made": made}
+            "metrics": scrape_values(station.metrics.render().decode()), "records": records, "made": made,
+            "status": station.inspector.status()}
 
 
 def test_corrupt_files_counted_in_printed_summary(corrupt_run: dict[str, Any]) -> None:
@@ -166,6 +167,7 @@ def test_corrupt_files_counted_in_json_and_metrics(corrupt_run: dict[str, Any]) 
     assert m["edgeqc_capture_corrupt_frames_total"] == 2
     assert m["edgeqc_capture_frames_total"] == 4
     assert m["edgeqc_capture_dropped_stale_frames_total"] == 0
+    assert corrupt_run["status"]["corrupt_frames"] == 2  # the ZeroMQ status topic's field
 
 
 def test_failsafe_log_line_names_the_part_once(corrupt_run: dict[str, Any]) -> None:
