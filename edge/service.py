@@ -257,12 +257,6 @@ def camera_device(source: str) -> str | None:
     return m.group(1) if m else None
 
 
-def serial_device(plc: Any) -> str | None:
-    """The serial device node of ``plc.port`` (None for ``demo``, pyserial URLs, PLC disabled)."""
-    port = str(plc.port)
-    return port if plc.enabled and port.startswith("/dev/") else None
-
-
 def serial_port_path(plc: Any) -> str | None:
     """``plc.port`` when it names a file system path that pyserial opens as a device, wherever it
     lives (``/dev/ttyUSB0``, a socat ``link=/tmp/ttyV0``); None for ``demo``, pyserial URLs
@@ -270,6 +264,12 @@ def serial_port_path(plc: Any) -> str | None:
     ``serial_for_url``) and a disabled PLC."""
     port = str(plc.port)
     return port if plc.enabled and port != "demo" and "://" not in port else None
+
+
+def serial_device(plc: Any) -> str | None:
+    """The serial device node of ``plc.port`` under ``/dev`` (for the unit's ``DeviceAllow=``), else None."""
+    path = serial_port_path(plc)
+    return path if path is not None and path.startswith("/dev/") else None
 
 
 def _file_kind(mode: int) -> str:

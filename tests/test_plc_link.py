@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from plc_util import fast_settings, wait_for
 
 from edge.plc.link import PlcLink
 from edge.plc.pty import PtyPair
@@ -19,25 +20,6 @@ from edge.settings import PlcSettings
 
 BACKEND = "socat" if shutil.which("socat") else "python"
 pytestmark = pytest.mark.timeout(30)
-
-
-def fast_settings(port: str, **kw: object) -> PlcSettings:
-    base: dict[str, object] = {
-        "port": port, "heartbeat_interval_ms": 50, "read_timeout_ms": 50, "write_timeout_ms": 100,
-        "reopen_backoff_ms": [20, 50, 100],
-    }
-    base.update(kw)
-    return PlcSettings(**base)  # type: ignore[arg-type]
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Bounded wait for a condition set by another thread (not a timing assertion)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 class Answering:

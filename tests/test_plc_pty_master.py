@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
 import pytest
 import serial
+from plc_util import fast_settings, wait_for
 
 from edge.plc.link import PlcLink
 from edge.plc.pty import DirectPty, PtyMaster
 from edge.plc.simulator import PlcSimulator
 from edge.plc.telegram import Trigger, encode_result
-from edge.settings import PlcSettings
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Bounded wait for something another thread / the kernel does (not a timing assertion)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def test_link_on_slave_simulator_on_master_and_master_survives_simulator_close() -> None:
@@ -39,8 +27,7 @@ def test_link_on_slave_simulator_on_master_and_master_survives_simulator_close()
         link.send(encode_result(trg.part_id, passed, "free" if passed else "crack", 0.9))
 
     with DirectPty() as pty:
-        settings = PlcSettings.model_validate({"port": pty.path, "heartbeat_interval_ms": 50, "read_timeout_ms": 50,
-                                               "write_timeout_ms": 100, "reopen_backoff_ms": [20, 50, 100]})
+        settings = fast_settings(pty.path)
         link = PlcLink(settings, answer)
         with link.start():
             assert link.state == "ok"

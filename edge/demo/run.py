@@ -128,7 +128,7 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
     """
     from edge.app import Station, run_until_signal
     from edge.service import Notifier, status_line
-    from edge.summary import capture_summary, format_summary
+    from edge.summary import format_summary
 
     rlog = logging.getLogger("edgeqc.run" if until_signal else "edgeqc.demo")
     notifier = Notifier()
@@ -200,8 +200,6 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
                                    on_stopping=_stopping,
                                    on_started=lambda: threading.Thread(target=_drive, name="edgeqc-plc-sim",
                                                                        daemon=True).start())
-        # Station.stop() has no capture counters (yet): the source keeps them after close.
-        summary.setdefault("capture", capture_summary(station.source))
     finally:  # every exit, a failed start included: nothing may outlive the command (socat!)
         if sim is not None and report is None:
             report = sim.close()

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 
 import serial
 
+from edge.plc.link import write_fd
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -314,8 +316,6 @@ class PtyMaster:
                 reads the slave end and the pty's buffer is full); part of it may be written.
             serial.PortNotOpenError: closed. OSError: the pty is gone.
         """
-        from edge.plc.link import write_fd
-
         done = write_fd(self._fileno(), data, self.write_timeout)
         if done < len(data):
             raise serial.SerialTimeoutException(f"Write timeout ({done} of {len(data)} bytes written)")
