@@ -123,8 +123,8 @@ class Station:
             raise
 
     # callbacks from the PLC link threads; the inspector exists once the link is started
-    def _on_trigger(self, trigger: Any, t_arrival: float) -> None:
-        self.inspector.on_trigger(trigger.part_id, t_arrival)
+    def _on_trigger(self, trigger: Any, t_arrival: float) -> Callable[[], None] | None:
+        return self.inspector.on_trigger(trigger.part_id, t_arrival)  # work for the link: see PlcLink
 
     def _on_plc_state(self, state: str) -> None:
         if hasattr(self, "inspector"):

@@ -239,7 +239,7 @@ class RejectArchive:
                 self._counts["accepted"] += 1
                 full = False
         if full:
-            self._report("queue_full", f"archive queue full ({self.settings.queue_size} items / "
+            self._report("queue_full", f"queue full ({self.settings.queue_size} items / "
                          f"{self.settings.queue_max_bytes} bytes): record dropped ({dropped} so far)")
             return
         self._q.put((msg, frame, nbytes))

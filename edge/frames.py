@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeqc.frames")
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 """Suffixes (lower case) that :func:`list_images` picks up and :func:`read_image` decodes."""
@@ -23,6 +23,10 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Signatures OpenCV decodes itself: if it fails on these, the file is corrupt (no Pillow retry).
 _OPENCV_SIGNATURES = (_JPEG_SOI, b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*")
+
+
+class ImageError(ValueError):
+    """An image file cannot be used as a frame; the message is ``"<path>: <why>"``."""
 
 
 def to_channel_order(img: np.ndarray, order: str) -> np.ndarray:
@@ -63,9 +67,9 @@ def _jpeg_complete(data: np.ndarray) -> bool:
     return tail.endswith(_JPEG_EOI)
 
 
-def _pillow_decode(data: bytes, path: Path) -> np.ndarray | None:
+def _pillow_decode(data: bytes, path: Path) -> np.ndarray:
     """Full decode with Pillow (LOAD_TRUNCATED_IMAGES off: truncated data raises). Returns an
-    OpenCV-style array (gray, BGR, BGRA; uint8 or uint16) or None."""
+    OpenCV-style array (gray, BGR, BGRA; uint8 or uint16); raises :class:`ImageError`."""
     import io
 
     from PIL import Image
@@ -82,11 +86,11 @@ def _pillow_decode(data: bytes, path: Path) -> np.ndarray | None:
                 conv = "RGBA" if ("A" in mode or "transparency" in im.info) else "RGB"
                 arr = np.asarray(im.convert("L" if mode == "1" else conv))
             else:
-                log.warning("%s: unsupported image mode %s", path, mode)
-                return None
-    except Exception as exc:  # noqa: BLE001  (Pillow raises many types for bad data)
-        log.warning("%s: unreadable image (%s: %s)", path, type(exc).__name__, exc)
-        return None
+                raise ImageError(f"{path}: unsupported image mode {mode}")
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ImageError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3:  # Pillow gives RGB(A); hand back OpenCV order like cv2.imdecode
@@ -95,25 +99,43 @@ def _pillow_decode(data: bytes, path: Path) -> np.ndarray | None:
 
 
 def read_image(path: str | Path, channel_order: str = "RGB") -> np.ndarray | None:
+    """:func:`decode_image`, but a file that cannot be used gives ``None`` and one WARNING
+    naming the file and why. Never raises on bad data.
+
+    Returns:
+        ``[H,W]`` / ``[H,W,3]`` / ``[H,W,4]`` uint8 or uint16, or ``None`` when the file is
+        missing, unreadable, truncated, empty or of another dtype.
+
+    Raises:
+        ValueError: ``channel_order`` is not RGB/BGR (a programming error, not bad data).
+    """
+    try:
+        return decode_image(path, channel_order)
+    except ImageError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def decode_image(path: str | Path, channel_order: str = "RGB") -> np.ndarray:
     """Read an image file (jpg/png/bmp/tiff; gray, colour, 16-bit, alpha) as a frame.
 
     Decoding is OpenCV ``cv2.imdecode(..., IMREAD_UNCHANGED)`` (bit depth and alpha kept, EXIF
     orientation ignored — like Pillow's ``Image.open``). A JPEG/PNG/BMP/TIFF that OpenCV rejects
-    is corrupt (None); Pillow is the fallback only for other formats. A JPEG without its
+    is corrupt; Pillow is the fallback only for other formats. A JPEG without its
     end-of-image marker (truncated: OpenCV 4.x returns a partly gray image for those, with only
     a libjpeg warning on stderr) is accepted only if Pillow decodes it completely (e.g. bytes
-    appended after the marker).
+    appended after the marker). Logs nothing: the caller reports the error once.
 
     Args:
         path: image file.
         channel_order: ``"RGB"`` or ``"BGR"`` for colour images (see :func:`to_channel_order`).
 
     Returns:
-        ``[H,W]`` / ``[H,W,3]`` / ``[H,W,4]`` uint8 or uint16, or ``None`` when the file is
-        missing, unreadable, truncated, empty or of another dtype (logged at WARNING). Never
-        raises on bad data.
+        ``[H,W]`` / ``[H,W,3]`` / ``[H,W,4]`` uint8 or uint16.
 
     Raises:
+        ImageError: the file is missing, unreadable, truncated, empty or of another dtype
+            (message ``"<path>: <why>"``).
         ValueError: ``channel_order`` is not RGB/BGR (a programming error, not bad data).
     """
     if channel_order not in ("RGB", "BGR"):
@@ -122,34 +144,27 @@ def read_image(path: str | Path, channel_order: str = "RGB") -> np.ndarray | Non
     try:
         data = np.fromfile(p, dtype=np.uint8)
     except (OSError, ValueError) as exc:
-        log.warning("%s: cannot read file (%s)", p, exc)
-        return None
+        raise ImageError(f"{p}: cannot read file ({exc})") from exc
     if data.size == 0:
-        log.warning("%s: empty file", p)
-        return None
+        raise ImageError(f"{p}: empty file")
     img: np.ndarray | None
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
     if img is not None and bytes(data[:2]) == _JPEG_SOI and not _jpeg_complete(data):
-        img = _pillow_decode(data.tobytes(), p)  # truncated -> None; trailing garbage -> decoded
-        if img is None:
-            log.warning("%s: truncated JPEG (no end-of-image marker)", p)
-            return None
+        try:
+            img = _pillow_decode(data.tobytes(), p)  # truncated -> error; trailing garbage -> decoded
+        except ImageError as exc:
+            raise ImageError(f"{p}: truncated JPEG (no end-of-image marker)") from exc
     if img is None:
         if bytes(data[:4]).startswith(_OPENCV_SIGNATURES):
-            log.warning("%s: corrupt or truncated image (OpenCV cannot decode it)", p)
-            return None
+            raise ImageError(f"{p}: corrupt or truncated image (OpenCV cannot decode it)")
         img = _pillow_decode(data.tobytes(), p)  # a format this OpenCV build lacks
-        if img is None:
-            return None
     if img.dtype not in (np.uint8, np.uint16) or img.size == 0:
-        log.warning("%s: unsupported image dtype %s / shape %s (expected uint8 or uint16)", p, img.dtype, img.shape)
-        return None
+        raise ImageError(f"{p}: unsupported image dtype {img.dtype} / shape {img.shape} (expected uint8 or uint16)")
     if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
-        log.warning("%s: unsupported channel count %d", p, img.shape[2])
-        return None
+        raise ImageError(f"{p}: unsupported channel count {img.shape[2]}")
     return to_channel_order(img, channel_order)
 
 

@@ -1,7 +1,10 @@
 """The inspection loop: trigger -> frame -> preprocess -> infer -> decide -> RES, then outputs.
 
-Threads (docs/ARCHITECTURE.md): the PLC reader calls :meth:`Inspector.on_trigger`; the inspection
-thread forms batches of pending triggers (up to the model's max batch), runs the model and answers
+Threads (docs/ARCHITECTURE.md): the PLC reader calls :meth:`Inspector.on_trigger`. A lone trigger
+(nothing being inspected, nothing waiting) is inspected in that PLC reader thread, after the link
+handed reading on to its other reader thread (:mod:`edge.plc.link`): no thread hand-off on its
+path. Otherwise the trigger is queued for the inspection thread, which forms batches of pending
+triggers (up to the model's max batch), runs the model and answers
 each part through the :class:`~edge.parts.PartTracker` (the RES of every part of a batch is written
 to the PLC, or queued to its writer thread when a direct write could block, *before* any result
 is built, and before any ZeroMQ, JPEG or disk work); the
@@ -93,6 +96,9 @@ class Inspector:
         # SimpleQueue (C, one lock): the trigger hand-off from the PLC reader is on every part's
         # path; measured here 0.09 ms p50 / 0.4 ms p99 vs 0.17 / 0.7 ms for queue.Queue.
         self._triggers: queue.SimpleQueue[Part] = queue.SimpleQueue()
+        # Held by whoever inspects: the inspection thread while it has batches, or a PLC reader
+        # thread running a lone trigger (on_trigger). Also guards the model swap.
+        self._busy = threading.Lock()
         self._outputs: queue.Queue[Any] = queue.Queue(maxsize=1024)
         self._seq = 0
         self._seq_lock = threading.Lock()
@@ -107,6 +113,8 @@ class Inspector:
         self.last_reload_error: str | None = None
         self.on_loop: Callable[[], object] | None = None  # called every loop turn (systemd watchdog)
         self.yield_after_res = True  # see _complete
+        # trigger mode: on_trigger may hand a lone trigger back to the PLC reader to inspect
+        self.inline_triggers = self.plc.mode == "trigger"
         self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
 
     # ------------------------------------------------------------------ public API
@@ -130,8 +138,17 @@ class Inspector:
             self._threads.append(t)
         return self
 
-    def on_trigger(self, part_id: str, t_arrival: float | None = None) -> None:
-        """A ``TRG`` arrived (called from the PLC reader thread). ``t_arrival``: time.monotonic() s."""
+    def on_trigger(self, part_id: str, t_arrival: float | None = None) -> Callable[[], None] | None:
+        """A ``TRG`` arrived (called from the PLC reader thread). ``t_arrival``: time.monotonic() s.
+
+        Returns:
+            None when the part was queued for the inspection thread (or answered fail-safe while
+            shutting down). For a lone trigger on an idle station (trigger mode, nothing being
+            inspected, nothing queued, a backend that may run in any thread): a callable that
+            inspects and answers it in the caller's thread. :class:`~edge.plc.link.PlcLink` runs
+            it after its other reader thread took over the port; a caller that cannot must
+            call it anyway (it holds the inspection lock until it ran).
+        """
         now = time.monotonic() if t_arrival is None else t_arrival
         part = Part(self._next_seq(), part_id, now, time.time() - (time.monotonic() - now),
                     now + self.plc.deadline_ms / 1000.0)
@@ -139,8 +156,12 @@ class Inspector:
         if not self._accepting:  # shutting down: still answer, fail-safe
             self.stats["triggers_refused"] += 1
             self._failsafe(part, "ERROR", None)
-            return
+            return None
+        if (self.inline_triggers and self._slots.any_thread and self._triggers.empty()
+                and self._busy.acquire(blocking=False)):
+            return lambda: self._inspect_lone(part)
         self._triggers.put(part)
+        return None
 
     def healthy(self) -> bool:
         """Heartbeat state: False (HBT FAULT) while the camera or the model is down."""
@@ -186,6 +207,8 @@ class Inspector:
         end = time.monotonic() + timeout
         # Parts in flight finish or hit their deadline; both answer them.
         self.tracker.wait_all_answered(max(0.1, min(timeout, self.plc.deadline_ms / 1000.0 + 1.0)))
+        if self._busy.acquire(timeout=max(0.1, end - time.monotonic())):  # a lone trigger's results emitted
+            self._busy.release()
         self._stop.set()
         for t in self._threads:
             t.join(timeout=max(0.1, end - time.monotonic()))
@@ -270,14 +293,31 @@ class Inspector:
         after = part.t_trigger + self.plc.trigger_delay_ms / 1000.0
         return self.source.latest(after=after, timeout=left)
 
+    def _inspect_lone(self, part: Part) -> None:
+        """Inspect one trigger now in the calling thread; releases ``_busy`` (taken by on_trigger)."""
+        try:
+            jobs = self._jobs_for([part])
+            if jobs:
+                self._inspect(jobs, inline=True)
+        finally:
+            self._busy.release()
+
     def _run_trigger(self) -> None:
         inflight: deque[_Batch] = deque()
         while not (self._stop.is_set() and self._triggers.empty() and not inflight):
             if self.on_loop:
                 self.on_loop()
             parts = self._take_triggers(block=not inflight)
-            if not inflight:  # between batches only; an idle line swaps within 0.1 s
-                self._maybe_swap()
+            if not inflight:  # the inspection lock is held exactly while batches are in flight
+                if not parts:  # idle: swap a reloaded model within 0.1 s (unless a lone part runs)
+                    if self._next_backend is not None and self._busy.acquire(blocking=False):
+                        try:
+                            self._maybe_swap()
+                        finally:
+                            self._busy.release()
+                    continue
+                self._busy.acquire()  # a lone trigger may be running in a PLC reader thread
+                self._maybe_swap()  # between batches only
             if parts:
                 jobs = self._jobs_for(parts)
                 if jobs:
@@ -289,6 +329,8 @@ class Inspector:
             # backend, more triggers were pending): then it is answered right after that submit.
             if inflight and (not parts or len(inflight) >= self._slots.depth):
                 self._complete(inflight.popleft())
+            if not inflight:
+                self._busy.release()
 
     def _take_triggers(self, block: bool) -> list[Part]:
         """Up to max_batch pending triggers; waits up to 0.1 s for the first one when ``block``."""
@@ -373,9 +415,9 @@ class Inspector:
         while inflight:
             self._complete(inflight.popleft())
 
-    def _inspect(self, jobs: list[tuple[Part, Any, float]]) -> None:
+    def _inspect(self, jobs: list[tuple[Part, Any, float]], inline: bool = False) -> None:
         """Preprocess, infer and answer ``jobs`` now (synchronously)."""
-        batch = self._submit(jobs)
+        batch = self._submit(jobs, inline)
         if batch is not None:
             self._complete(batch)
 
@@ -526,6 +568,9 @@ class _Slots:
             getattr(backend, "input_buffer", None))
         self.depth = max(1, int(getattr(backend, "inflight_slots", 1))) if self.asynchronous else 1
         self.inline_ok = self.asynchronous and bool(getattr(backend, "inline_when_idle", False))
+        # may run a lone trigger in a PLC reader thread (Inspector.on_trigger): ONNX Runtime and
+        # synchronous backends; not TensorRT (its CUDA context and streams live in one thread)
+        self.any_thread = self.inline_ok or not self.asynchronous
         if self.asynchronous:
             self._pre = [Preprocessor(self.spec, self.max_batch, buffer=backend.input_buffer(i))
                          for i in range(self.depth)]

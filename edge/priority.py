@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeqc.priority")
 
 BACKGROUND_NICE = 5
 """Nice increment of background threads (CFS weight 1024 -> 335: about a third of the CPU share

@@ -208,7 +208,8 @@ class ReviewSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Root of the settings tree. See the README's configuration table for every field."""
+    """Root of the settings tree. Each field's description gives its meaning, unit and default
+    (``edgeqc config show`` prints every default)."""
 
     model_config = SettingsConfigDict(env_prefix="EDGEQC_", env_nested_delimiter="__", extra="forbid")
 

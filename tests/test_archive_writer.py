@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -113,11 +114,15 @@ def test_pass_sampling_is_exact(tmp_path: Path) -> None:
     assert sorted(r.seq for r in arc.query()) == [4, 8, 9]
 
 
-def test_queue_bounds_drop_and_count(tmp_path: Path) -> None:
+def test_queue_bounds_drop_and_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="edgeqc.archive")
     arc = archive(tmp_path, queue_size=3, start=False)  # writer not running yet
     for seq in range(1, 6):
         arc.handle(make_result(seq))
     assert arc.stats["accepted"] == 3 and arc.stats["dropped_queue_full"] == 2 and arc.stats["queued"] == 3
+    qmax = ArchiveSettings(path=str(tmp_path)).queue_max_bytes
+    assert [r.getMessage() for r in caplog.records if r.name == "edgeqc.archive"] == [  # 2nd drop: rate-limited
+        f"archive: queue full (3 items / {qmax} bytes): record dropped (1 so far)"]
     arc.start()
     assert arc.close(10.0)
     assert arc.stats["written"] == 3 and sorted(r.seq for r in arc.query()) == [1, 2, 3]

@@ -87,7 +87,7 @@ READABLE = ["bad/c_gray.png", "bad/d_16bit.png", "bad/e_bgra.png", "good/a_red.p
 
 
 def test_folder_trigger_order_labels_corrupt_and_pixels(parts_dir: Path, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.capture")
+    caplog.set_level(logging.WARNING, logger="edgeqc")
     states = StateLog()
     with open_source(cam(parts_dir), channel_order="RGB", on_state=states) as src:
         assert src.is_replay
@@ -99,8 +99,11 @@ def test_folder_trigger_order_labels_corrupt_and_pixels(parts_dir: Path, caplog)
     assert [f.label for f in frames] == ["bad", "bad", "bad", "good", "good", None]
     assert [f.index for f in frames] == list(range(6))
     assert stats["corrupt"] == 2 and stats["frames"] == 6
-    warned = " ".join(r.getMessage() for r in caplog.records if r.name == "edge.capture")
-    assert "f_truncated.jpg" in warned and "g_text.jpg" in warned
+    for name in ("f_truncated.jpg", "g_text.jpg"):  # one WARNING per corrupt file, from the capture
+        warned = [(r.name, r.levelno) for r in caplog.records if name in r.getMessage()]
+        assert warned == [("edgeqc.capture", logging.WARNING)], name
+        msg = next(r.getMessage() for r in caplog.records if name in r.getMessage())
+        assert msg.endswith("; skipped, counted in stats['corrupt']"), msg
     by_id = {f.source_id: f.image for f in frames}
     assert by_id["good/a_red.png"].shape == (6, 8, 3)
     assert by_id["good/a_red.png"][0, 0].tolist() == [255, 0, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.frames import IMAGE_EXTENSIONS, list_images, read_image, to_channel_order
+from edge.frames import IMAGE_EXTENSIONS, ImageError, decode_image, list_images, read_image, to_channel_order
 
 
 def bgr_image(h: int = 24, w: int = 32) -> np.ndarray:
@@ -61,15 +62,30 @@ def test_alpha_kept_as_rgba(tmp_path):
     np.testing.assert_array_equal(img, cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA))
 
 
-def test_truncated_files_give_none(tmp_path, val_dir):
+def one_warning(caplog: pytest.LogCaptureFixture, path: Path) -> str:
+    """The single WARNING logged since the last call; it names ``path``."""
+    recs = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    caplog.clear()
+    assert len(recs) == 1 and recs[0][:2] == ("edgeqc.frames", logging.WARNING), recs
+    assert recs[0][2].startswith(f"{path}: "), recs
+    return recs[0][2]
+
+
+def test_truncated_files_give_none(tmp_path, val_dir, caplog):
+    caplog.set_level(logging.WARNING)
     data = next((val_dir / "crack").glob("*.jpg")).read_bytes()
     for cut in (2, 100, len(data) // 2):  # 2 = only the end-of-image marker missing
         p = tmp_path / f"cut{cut}.jpg"
         p.write_bytes(data[:-cut])
         assert read_image(p) is None, cut
+        assert "truncated" in one_warning(caplog, p)
     png = cv2.imencode(".png", bgr_image())[1].tobytes()
     (tmp_path / "cut.png").write_bytes(png[: len(png) - 20])
     assert read_image(tmp_path / "cut.png") is None
+    one_warning(caplog, tmp_path / "cut.png")
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(tmp_path / "cut2.jpg")
+    assert caplog.records == []  # decode_image raises, it does not log
 
 
 def test_jpeg_with_trailing_bytes_after_eoi_is_accepted(tmp_path, val_dir):
@@ -79,12 +95,16 @@ def test_jpeg_with_trailing_bytes_after_eoi_is_accepted(tmp_path, val_dir):
     np.testing.assert_array_equal(read_image(p), read_image(src))
 
 
-def test_garbage_empty_and_missing_give_none(tmp_path):
+def test_garbage_empty_and_missing_give_none(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
     (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8not a jpeg at all" * 10)
     (tmp_path / "empty.png").write_bytes(b"")
     assert read_image(tmp_path / "garbage.jpg") is None
+    one_warning(caplog, tmp_path / "garbage.jpg")
     assert read_image(tmp_path / "empty.png") is None
+    assert one_warning(caplog, tmp_path / "empty.png") == f"{tmp_path / 'empty.png'}: empty file"
     assert read_image(tmp_path / "missing.png") is None
+    one_warning(caplog, tmp_path / "missing.png")
     with pytest.raises(ValueError, match="channel order"):
         read_image(tmp_path / "missing.png", channel_order="RGBA")
 

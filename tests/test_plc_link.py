@@ -15,7 +15,16 @@ from plc_util import fast_settings, wait_for
 from edge.plc.link import PlcLink
 from edge.plc.pty import PtyPair
 from edge.plc.simulator import GARBAGE, PlcSimulator
-from edge.plc.telegram import Heartbeat, LineSplitter, TelegramError, Trigger, encode_result, parse_edge_line
+from edge.plc.telegram import (
+    Heartbeat,
+    LineSplitter,
+    TelegramError,
+    Trigger,
+    encode_ping,
+    encode_result,
+    encode_trigger,
+    parse_edge_line,
+)
 from edge.settings import PlcSettings
 
 BACKEND = "socat" if shutil.which("socat") else "python"
@@ -305,3 +314,53 @@ def test_send_now_on_a_lost_port_is_counted_not_raised(tmp_path: Path) -> None:
         assert link.send_now(encode_result("C4", False, "crack", 0.6))  # queued; the writer drops it
         assert wait_for(lambda: link.stats["dropped_results"] == 1)
         assert link.stats["telegrams_sent"] == 0
+
+
+def test_trigger_work_runs_in_reader_while_the_port_is_still_read(pair: PtyPair) -> None:
+    """on_trigger may return work (the inspection of a lone part): the link runs it in the reader
+    thread that read the TRG after handing the port to its other reader thread, so PING, garbage
+    and further TRGs are still answered while that work blocks (a hung model)."""
+    release = threading.Event()
+    ran_in: list[str] = []
+    calls: list[str] = []
+    link: PlcLink | None = None
+
+    def on_trigger(trg: Trigger, _t: float) -> Callable[[], None] | None:
+        calls.append(trg.part_id)
+        assert link is not None
+        if trg.part_id != "W1":
+            link.send(encode_result(trg.part_id, True, "free", 0.9))
+            return None
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("plc-reader")]
+        assert len(readers) == 2  # the one that will run the work and the one that takes over
+
+        def work() -> None:
+            ran_in.append(threading.current_thread().name)
+            release.wait(10)
+            link.send(encode_result("W1", False, "crack", 0.8))
+
+        return work
+
+    link = PlcLink(fast_settings(pair.b), on_trigger).start()
+    with link, serial.serial_for_url(pair.a, timeout=0.1) as plc:
+        sp, got = LineSplitter(), []
+
+        def read_until(n: int) -> None:
+            end = time.monotonic() + 5
+            while len(got) < n and time.monotonic() < end:
+                for line in sp.feed(plc.read(1) + plc.read(plc.in_waiting)):
+                    tel = parse_edge_line(line)
+                    if not isinstance(tel, Heartbeat):
+                        got.append(tel)
+
+        plc.write(encode_trigger("W1"))
+        assert wait_for(lambda: ran_in != [])
+        plc.write(encode_ping() + b"GARBAGE\r\n" + encode_trigger("N2"))
+        read_until(3)  # PONG, NAK, RES N2 -- while W1's work still blocks its thread
+        assert [type(t).__name__ for t in got] == ["Pong", "Nak", "Result"]
+        assert got[2].part_id == "N2" and calls == ["W1", "N2"] and not release.is_set()
+        release.set()
+        read_until(4)
+    assert ran_in[0].startswith("plc-reader-")
+    assert (got[3].part_id, got[3].code, got[3].label) == ("W1", "F", "crack")
+    assert link.stats["naks_sent"] == 1 and link.stats["pings"] == 1

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from edge.settings import ModelSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeqc.backends.tensorrt")
 
 
 def _import_tensorrt() -> Any:

@@ -22,7 +22,7 @@ from edge.settings import CameraSettings
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-log = logging.getLogger("edge.capture")
+log = logging.getLogger("edgeqc.capture")
 
 #: Values of :attr:`FrameSource.state`.
 STATES = ("opening", "ok", "lost", "exhausted", "closed")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge.capture.base import CaptureError, Frame, FrameSource, frame_image, log
-from edge.frames import IMAGE_EXTENSIONS, list_images, read_image
+from edge.frames import IMAGE_EXTENSIONS, ImageError, decode_image, list_images
 from edge.priority import background_thread
 from edge.settings import CameraSettings
 
@@ -159,16 +159,19 @@ class FolderSource(_ReplaySource):
                 if not self._wait_until_back("image folder"):
                     return
         for file in files:
+            image: np.ndarray | None = None
             while True:
-                image = read_image(file, "BGR")
+                try:
+                    image = decode_image(file, "BGR")
+                except ImageError as exc:
+                    image, error = None, str(exc)
                 if image is not None or self.path.is_dir():
                     break
                 if not self._wait_until_back("image folder"):
                     return
             if image is None:
                 self._count("corrupt")
-                why = "missing" if not file.exists() else "corrupt, truncated or not an image"
-                log.warning("replay: skipping %s (%s)", file, why)
+                log.warning("replay: %s; skipped, counted in stats['corrupt']", error)
                 continue
             rel = file.relative_to(self.path)
             label = rel.parts[0] if len(rel.parts) > 1 else None

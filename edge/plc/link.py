@@ -8,6 +8,11 @@ Threads (all daemon, all blocking calls bounded):
   when the bytes completing the line were read). A read or write error (``SerialException`` /
   ``OSError``: USB adapter unplugged, pty gone) marks the link lost, closes the port and reopens it
   with the waits of ``plc.reopen_backoff_ms``.
+  Two reader threads share the reading role (Leader/Followers, Schmidt et al., *Pattern-Oriented
+  Software Architecture* vol. 2): when ``on_trigger`` returns a callable (the inspection loop's
+  lone trigger), the reading thread hands the role to the other one and runs that callable
+  itself, so the part is inspected without a thread hand-off while the port is still read (the
+  next TRG, PING, a malformed line) even if the callable takes long or hangs.
 * writer: drains a bounded queue so :meth:`PlcLink.send` never blocks; writes are bounded by
   ``plc.write_timeout_ms``. While the link is lost, queued telegrams are discarded and counted
   (a RES sent late after a reconnect could be taken for the wrong part).
@@ -53,8 +58,9 @@ from edge.settings import PlcSettings
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeqc.plc.link")
 
+READERS = 2  # reader threads sharing the reading role (see the module docstring)
 _FLUSH = object()  # writer sentinel: everything before it has been written (or discarded)
 _COUNTERS = (
     "triggers", "pings", "naks_sent", "heartbeats_sent", "telegrams_sent", "bytes_sent",
@@ -97,8 +103,11 @@ class PlcLink:
 
     Args:
         settings: ``settings.plc``.
-        on_trigger: called in the reader thread as ``on_trigger(Trigger, t_arrival_monotonic_s)``;
-            must return quickly (put the trigger on a queue). Exceptions are logged, not raised.
+        on_trigger: called in a reader thread as ``on_trigger(Trigger, t_arrival_monotonic_s)``;
+            must return quickly (put the trigger on a queue), or return a callable ``() -> object``
+            that the link runs in this thread once the other reader thread has taken over the
+            port (the work of one part: it may take as long as an inference). Exceptions of
+            either are logged, not raised.
         on_state: called with ``"ok"`` (port open) / ``"lost"`` (port failed or cannot be opened)
             on every change, from the reader thread.
         health: ``() -> bool``; True = HBT ``OK``, False or an exception = ``FAULT``.
@@ -137,7 +146,8 @@ class PlcLink:
         self._port: serial.SerialBase | None = None
         self._port_lock = threading.Lock()  # held by the writer while writing, by the reader to swap/close
         self._write_failed = threading.Event()
-        self._stop = threading.Event()  # stops reader
+        self._stop = threading.Event()  # stops the readers
+        self._read_role = threading.Lock()  # held by the one reader thread that reads the port now
         self._stop_hb = threading.Event()
         self._closing = False
         self._state = "init"
@@ -186,7 +196,8 @@ class PlcLink:
             self._count("open_failures")
             log.error("PLC port %s cannot be opened: %s (retrying)", self.port_url, exc)
             self._set_state("lost")
-        for name, target in (("reader", self._reader), ("writer", self._writer), ("heartbeat", self._heartbeat)):
+        threads = [(f"reader-{i}", self._reader) for i in range(READERS)]
+        for name, target in (*threads, ("writer", self._writer), ("heartbeat", self._heartbeat)):
             t = threading.Thread(target=target, name=f"plc-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -397,6 +408,24 @@ class PlcLink:
         self._set_state("lost")
 
     def _reader(self) -> None:
+        """One of the READERS threads: take the reading role, read until a TRG comes with work for
+        this thread (or the link stops), hand the role on, do the work, queue for the role again."""
+        while not self._stop.is_set():
+            if not self._read_role.acquire(timeout=0.1):  # the other thread reads; check _stop
+                continue
+            try:
+                work = self._read_until_work()
+            finally:
+                self._read_role.release()  # the other reader thread reads from here on
+            for fn in work:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("trigger work failed")
+
+    def _read_until_work(self) -> list[Callable[[], object]]:
+        """The reader loop while this thread holds the reading role; returns the callables that
+        ``on_trigger`` returned for the last chunk read (empty when the link stops)."""
         backoff = self.settings.reopen_backoff_ms
         attempt = 0
         while not self._stop.is_set():
@@ -432,9 +461,14 @@ class PlcLink:
                 self._lost("write failed")
                 continue
             if data:
-                self._handle(data, t)
+                work = self._handle(data, t)
+                if work:
+                    return work
+        return []
 
-    def _handle(self, data: bytes, t_arrival: float) -> None:
+    def _handle(self, data: bytes, t_arrival: float) -> list[Callable[[], object]]:
+        """Answer PING/malformed lines, pass TRGs on; returns what ``on_trigger`` asked to run."""
+        work: list[Callable[[], object]] = []
         for item in self._splitter.feed(data):
             if isinstance(item, TelegramError):
                 self._nak(item, b"")
@@ -450,9 +484,13 @@ class PlcLink:
             elif isinstance(tel, Trigger):
                 self._count("triggers")
                 try:
-                    self._on_trigger(tel, t_arrival)
+                    fn = self._on_trigger(tel, t_arrival)
                 except Exception:
                     log.exception("on_trigger failed for part %s", tel.part_id)
+                    continue
+                if callable(fn):
+                    work.append(fn)
+        return work
 
     def _nak(self, err: TelegramError, line: bytes) -> None:
         self._count("naks_sent")

@@ -43,7 +43,7 @@ from edge.plc.link import write_fd
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgeqc.plc.pty")
 _PTY_RE = re.compile(r"PTY is (\S+)")
 _BRIDGE_BUFFER = 65536  # bytes held per direction when the far end does not read; beyond: dropped
 
