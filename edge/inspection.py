@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeqc.inspection")
 
+LONE_HUNG_S = 5.0
+"""s: a lone part still being inspected in a PLC reader thread after this is taken as hung (no
+systemd watchdog ping; docs/service.md: ``WatchdogSec=30``, pings every 15 s)."""
+
 
 class Sink(Protocol):
     def handle(self, result: InspectionResult) -> None: ...
@@ -115,6 +119,7 @@ class Inspector:
         self.yield_after_res = True  # see _complete
         # trigger mode: on_trigger may hand a lone trigger back to the PLC reader to inspect
         self.inline_triggers = self.plc.mode == "trigger"
+        self._lone_since: float | None = None  # time.monotonic() s a lone part went to a PLC reader
         self.finished = threading.Event()  # set when a replay source in free-run mode is exhausted
 
     # ------------------------------------------------------------------ public API
@@ -159,6 +164,7 @@ class Inspector:
             return None
         if (self.inline_triggers and self._slots.any_thread and self._triggers.empty()
                 and self._busy.acquire(blocking=False)):
+            self._lone_since = now
             return lambda: self._inspect_lone(part)
         self._triggers.put(part)
         return None
@@ -300,13 +306,21 @@ class Inspector:
             if jobs:
                 self._inspect(jobs, inline=True)
         finally:
+            self._lone_since = None
             self._busy.release()
+
+    def _loop_alive(self) -> None:
+        """The inspection thread's turn: feed ``on_loop`` (the systemd watchdog) unless a lone
+        part has been in a PLC reader thread for over ``LONE_HUNG_S``: a model call that hangs
+        there must starve the watchdog as it would if the inspection thread itself had hung."""
+        since = self._lone_since
+        if self.on_loop and (since is None or time.monotonic() - since < LONE_HUNG_S):
+            self.on_loop()
 
     def _run_trigger(self) -> None:
         inflight: deque[_Batch] = deque()
         while not (self._stop.is_set() and self._triggers.empty() and not inflight):
-            if self.on_loop:
-                self.on_loop()
+            self._loop_alive()
             parts = self._take_triggers(block=not inflight)
             if not inflight:  # the inspection lock is held exactly while batches are in flight
                 if not parts:  # idle: swap a reloaded model within 0.1 s (unless a lone part runs)
@@ -374,8 +388,7 @@ class Inspector:
         period = 1.0 / self.settings.camera.fps if (src.is_replay and self.settings.camera.fps) else 0.0
         next_t = time.monotonic()
         while not self._stop.is_set():
-            if self.on_loop:
-                self.on_loop()
+            self._loop_alive()
             if not inflight:
                 self._maybe_swap()
             wait = 0.0 if inflight else 0.5  # with a batch in flight, never sit on it
@@ -569,7 +582,8 @@ class _Slots:
         self.depth = max(1, int(getattr(backend, "inflight_slots", 1))) if self.asynchronous else 1
         self.inline_ok = self.asynchronous and bool(getattr(backend, "inline_when_idle", False))
         # may run a lone trigger in a PLC reader thread (Inspector.on_trigger): ONNX Runtime and
-        # synchronous backends; not TensorRT (its CUDA context and streams live in one thread)
+        # synchronous backends. Not TensorRT: it pushes its CUDA context in any calling thread,
+        # but its submit/wait from two threads has never run on a device; it keeps the queue.
         self.any_thread = self.inline_ok or not self.asynchronous
         if self.asynchronous:
             self._pre = [Preprocessor(self.spec, self.max_batch, buffer=backend.input_buffer(i))

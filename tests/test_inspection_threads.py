@@ -149,3 +149,26 @@ def test_hung_model_every_trigger_still_answered(station: tuple[Station, Plc, li
     plc.read_until(4)
     by_id = plc.results()  # also: no second (late) RES for H1 or H2
     assert by_id["H3"].failsafe is None and sorted(by_id) == ["H1", "H2", "H3"]
+
+
+def test_hung_lone_part_starves_the_systemd_watchdog(station: tuple[Station, Plc, list[str]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model call hanging in a PLC reader thread stops the inspection loop's watchdog pings (as
+    a hang in the inspection thread itself would); they resume once the call returns."""
+    import edge.inspection
+
+    st, plc, _ = station
+    monkeypatch.setattr(edge.inspection, "LONE_HUNG_S", 0.3)
+    pings: list[float] = []
+    st.inspector.on_loop = lambda: pings.append(time.monotonic())
+    wait_for(lambda: len(pings) >= 2)  # the idle loop pings every turn (0.1 s)
+    GATE.clear()  # the next model call hangs
+    plc.port.write(encode_trigger("S1"))
+    plc.read_until(1, timeout=5)  # fail-safe TIMEOUT at the 400 ms deadline
+    time.sleep(0.2)
+    n = len(pings)
+    time.sleep(0.5)
+    assert len(pings) == n  # no ping while the part hangs
+    GATE.set()
+    wait_for(lambda: len(pings) > n)
+    assert plc.results()["S1"].failsafe == "TIMEOUT"
