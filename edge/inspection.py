@@ -303,8 +303,9 @@ class Inspector:
         """Inspect one trigger now in the calling thread; releases ``_busy`` (taken by on_trigger)."""
         try:
             jobs = self._jobs_for([part])
-            if jobs:
-                self._inspect(jobs, inline=True)
+            batch = self._submit(jobs, inline=True) if jobs else None
+            if batch is not None:
+                self._complete(batch)
         finally:
             self._lone_since = None
             self._busy.release()
@@ -427,12 +428,6 @@ class Inspector:
                 self._complete(inflight.popleft())
         while inflight:
             self._complete(inflight.popleft())
-
-    def _inspect(self, jobs: list[tuple[Part, Any, float]], inline: bool = False) -> None:
-        """Preprocess, infer and answer ``jobs`` now (synchronously)."""
-        batch = self._submit(jobs, inline)
-        if batch is not None:
-            self._complete(batch)
 
     def _submit(self, jobs: list[tuple[Part, Any, float]], inline: bool = False) -> _Batch | None:
         """Preprocess ``jobs`` into a free input buffer and start their inference (``inline``: run

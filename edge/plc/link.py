@@ -106,8 +106,9 @@ class PlcLink:
         on_trigger: called in a reader thread as ``on_trigger(Trigger, t_arrival_monotonic_s)``;
             must return quickly (put the trigger on a queue), or return a callable ``() -> object``
             that the link runs in this thread once the other reader thread has taken over the
-            port (the work of one part: it may take as long as an inference). Exceptions of
-            either are logged, not raised.
+            port (the work of one part: it may take as long as an inference). Return work for
+            one trigger at a time (the Inspector's lock does): with both reader threads in work,
+            nobody reads the port. Exceptions of either are logged, not raised.
         on_state: called with ``"ok"`` (port open) / ``"lost"`` (port failed or cannot be opened)
             on every change, from the reader thread.
         health: ``() -> bool``; True = HBT ``OK``, False or an exception = ``FAULT``.
