@@ -158,8 +158,13 @@ class Station:
 
         try:
             new = load_settings(config)
-            changed = [k for k in type(new).model_fields if k not in ("model", "decision")
-                       and getattr(new, k) != getattr(self.settings, k)]
+            changed: list[str] = []  # dotted names of the fields a restart would apply
+            for k in type(new).model_fields:
+                a, b = getattr(new, k), getattr(self.settings, k)
+                if k in ("model", "decision") or a == b:
+                    continue
+                fields = getattr(type(a), "model_fields", None)
+                changed += [f"{k}.{f}" for f in fields if getattr(a, f) != getattr(b, f)] if fields else [k]
             if changed:
                 log.warning("reload: %s changed; those take effect only after a restart", ", ".join(changed))
             backend = open_backend_for(new)

@@ -172,3 +172,20 @@ def test_hung_lone_part_starves_the_systemd_watchdog(station: tuple[Station, Plc
     GATE.set()
     wait_for(lambda: len(pings) > n)
     assert plc.results()["S1"].failsafe == "TIMEOUT"
+
+
+def test_overload_sheds_parts_that_cannot_make_their_deadline(station: tuple[Station, Plc, list[str]]) -> None:
+    """A part whose model call would end after its deadline gets its TIMEOUT at once, without a
+    model call (the time goes to parts that can still make it); the others run as usual."""
+    st, plc, threads = station
+    GATE.set()
+    insp = st.inspector
+    insp._per_part_s = 1.0  # as if the model took 1 s per part: nothing fits in 400 ms
+    plc.port.write(encode_trigger("O1"))
+    plc.read_until(1)
+    assert plc.results()["O1"].failsafe == "TIMEOUT"
+    assert insp.stats["shed_late"] == 1 and threads == []  # no model call was made for it
+    insp._per_part_s = 0.0
+    plc.port.write(encode_trigger("O2"))
+    plc.read_until(2)
+    assert plc.results()["O2"].failsafe is None and len(threads) == 1
