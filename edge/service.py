@@ -298,7 +298,7 @@ def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identi
         shown = path if real == path else f"{path} (-> {real})"
         return [Problem(field, f"{shown} is a {_file_kind(st.st_mode)}, not a serial port: expected a serial "
                                "device (character device such as /dev/ttyUSB0) or a pyserial URL "
-                               "(loop://, socket://HOST:PORT, rfc2217://HOST:PORT)",
+                               "(socket://HOST:PORT, rfc2217://HOST:PORT)",
                         f"set {field} to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
                         "or \"demo\" for the built-in PLC simulator")]
     if not stat.S_ISCHR(st.st_mode):
@@ -580,6 +580,14 @@ def preflight(
     if ser is not None:
         devices.append(("plc.port", ser))
         problems += _check_device("plc.port", ser, "serial", "dialout", who)
+    elif settings.plc.enabled and str(settings.plc.port).lower().startswith("loop://"):
+        # pyserial's loop:// echoes every byte back: the station would read its own HBT as a
+        # malformed PLC telegram, NAK it, read the NAK back, NAK that ... without end
+        problems.append(Problem("plc.port", "loop:// echoes every telegram the station sends back to the "
+                                            "station itself (it would NAK its own heartbeats without end): "
+                                            "expected a serial device, socket://HOST:PORT, rfc2217://HOST:PORT "
+                                            "or demo",
+                                "set plc.port to the PLC's serial port, or \"demo\" for the built-in PLC simulator"))
     if unit_path is not None and unit_path.is_file():
         problems += _check_unit(unit_path, devices)
     problems += _check_model(settings, who)

@@ -120,7 +120,7 @@ class DecisionSettings(_Section):
 
 class PlcSettings(_Section):
     enabled: bool = Field(True, description="Talk to a PLC over serial. False = free-run without telegrams.")
-    port: str = Field("demo", min_length=1, description="Serial port ('/dev/ttyUSB0'), a pyserial URL ('loop://', 'socket://host:port') or 'demo' (built-in PLC simulator on a pty pair).")
+    port: str = Field("demo", min_length=1, description="Serial port ('/dev/ttyUSB0'), a pyserial URL ('socket://host:port', 'rfc2217://host:port'; not 'loop://', which echoes the station's own telegrams) or 'demo' (built-in PLC simulator on a pty pair).")
     baudrate: int = Field(115200, gt=0, description="Serial speed in baud.")
     bytesize: Literal[5, 6, 7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O", "M", "S"] = Field("N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace).")

@@ -67,11 +67,18 @@ def test_serial_port_must_be_a_character_device(tmp_path: Path, pty: str) -> Non
     p = only(preflight(base(tmp_path, plc={"enabled": True, "port": str(f)}), unit_path=None))
     assert (p.field, p.severity) == ("plc.port", "error")
     assert p.problem == (f"{f} is a regular file, not a serial port: expected a serial device (character device "
-                         "such as /dev/ttyUSB0) or a pyserial URL (loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
+                         "such as /dev/ttyUSB0) or a pyserial URL (socket://HOST:PORT, rfc2217://HOST:PORT)")
     link = tmp_path / "ttyV0"  # what socat link=... creates: a symlink to a pty
     link.symlink_to(pty)
-    for port in (str(link), "loop://", "demo"):
+    for port in (str(link), "socket://127.0.0.1:5020", "demo"):
         assert preflight(base(tmp_path, plc={"enabled": True, "port": port}), unit_path=None) == [], port
+
+
+def test_loop_url_refused_it_would_nak_its_own_heartbeats(tmp_path: Path) -> None:
+    p = only(preflight(base(tmp_path, plc={"enabled": True, "port": "loop://"}), unit_path=None))
+    assert (p.field, p.severity) == ("plc.port", "error")
+    assert p.problem.startswith("loop:// echoes every telegram the station sends back to the station itself")
+    assert "demo" in p.fix
 
 
 def test_not_a_device_node(tmp_path: Path) -> None:
