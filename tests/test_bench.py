@@ -72,6 +72,9 @@ def test_trigger_run_answers_every_part(bench_json) -> None:
     assert plc["missing"] == plc["late"] == plc["duplicates"] == plc["bad_checksum"] == 0
     assert plc["failsafe"] == {}
     assert i2["trigger_to_res_ms"]["count"] == 40 and i2["bare_paced_ms"]["count"] == 40
+    # the reference counts from each call's scheduled instant: never shorter than the call alone
+    resp, call = i2["bare_paced_ms"], i2["bare_paced_call_ms"]
+    assert call["count"] == 40 and all(resp[q] >= call[q] for q in ("p50", "p99", "max"))
     assert i2["stages_ms"]["infer"]["count"] == 40
     t = i2["trigger_to_res_ms"]
     assert t["p50"] <= t["p99"] <= t["max"]

@@ -24,3 +24,37 @@ def test_same_distribution_interval_straddles_zero_and_empty_gives_none() -> Non
     lo, hi = percentile_difference_ci(a, b, resamples=400)["ci"]
     assert lo < 0.0 < hi
     assert percentile_difference_ci([], b) == {"value": None, "ci": [None, None], "level": 0.90, "resamples": 0}
+
+
+def test_paced_bare_counts_the_wait_behind_a_stalled_call(tmp_path) -> None:
+    """A call that overruns its slot delays the next one; the paced reference must count that wait
+    (response time from the scheduled instant), as the station's next part carries it."""
+    import time
+
+    from tiny_models import make_classifier
+
+    from edge.bench.bare import BareSession
+    from edge.model_spec import resolve_spec
+    from edge.settings import ModelSettings
+
+    model = make_classifier(tmp_path / "tiny.onnx", classes=3)
+    settings = ModelSettings(path=str(model), labels=["a", "b", "c"], intra_op_threads=1)
+    bare = BareSession(model, settings, resolve_spec(model, settings))
+    real_run = bare.session.run
+    calls = 0
+
+    def run(*args, **kwargs):  # the real session; the second call also stalls 60 ms (a host stall)
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            time.sleep(0.060)
+        return real_run(*args, **kwargs)
+
+    bare.session.run = run  # type: ignore[method-assign]
+    x = [np.zeros((1, 3, 8, 8), np.float32)]
+    t = bare.paced(x, 4, rate_hz=50.0)  # due at 0, 20, 40, 60 ms
+    assert len(t.latencies_ms) == len(t.call_ms) == 4
+    assert t.call_ms[1] >= 60.0 and t.latencies_ms[1] >= t.call_ms[1]
+    # call 2 was due at 40 ms and could start only after call 1 ended (>= 80 ms): >= 40 ms of wait
+    assert t.latencies_ms[2] - t.call_ms[2] >= 40.0 - 0.5
+    assert all(lat >= call for lat, call in zip(t.latencies_ms, t.call_ms))

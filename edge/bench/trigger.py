@@ -11,7 +11,9 @@ each, 600 round trips at 20 Hz: socat p50 0.42 / p99 2.8-3.3 ms, direct pty p50 
 1.4-2.1 ms), and the target is about the station's own latency.
 The run is cut into blocks; after each block the station idles while the bare session runs the
 same number-per-second of batch-1 inferences on pre-made tensors, so both distributions come
-from the same minutes of machine load. The replay's reader thread prepares each frame
+from the same minutes of machine load. Both sides time from when the part was due: the simulator
+from just before it writes ``TRG``, the bare loop from each call's scheduled instant (a call
+held up by a stalled predecessor counts that wait, as the station's next part does). The replay's reader thread prepares each frame
 (``Fitter(spec, tensor=True)``: resize and float conversion, off the trigger path) as
 :class:`edge.app.Station` sets it up; ``prepare=False`` turns that off (the trigger path then
 does the whole preprocessing).
@@ -53,7 +55,8 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
 
     Returns:
         JSON-ready dict: ``trigger_to_res_ms`` (simulator), ``bare_paced_ms`` (bare inference at
-        the same rate), ``stages_ms`` (edge-side per-part stages), ``sinks_ms`` (outputs thread),
+        the same rate, response time from each call's scheduled instant: see
+        :meth:`~edge.bench.bare.BareSession.paced`), ``bare_paced_call_ms`` (the calls alone), ``stages_ms`` (edge-side per-part stages), ``sinks_ms`` (outputs thread),
         ``plc`` counts (answered, missing, late, duplicates, fail-safe), ``rss`` (growth over the
         run), ``blocks``.
     """
@@ -68,6 +71,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     answer_timeout_ms = s.plc.deadline_ms + 250.0
     sim_lat = array("d")
     bare_lat = array("d")
+    bare_call = array("d")
     plc: dict[str, Any] = defaultdict(int)
     failsafe: dict[str, int] = defaultdict(int)
     times = samples()
@@ -108,6 +112,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
                 t1 = time.monotonic()
                 bt = bare.paced(tensors, bare_per_block, rate_hz, start=b * bare_per_block)
                 bare_lat.extend(bt.latencies_ms)
+                bare_call.extend(bt.call_ms)
                 blocks.append({"trigger_s": round(t1 - t0, 2), "parts": rep.triggers_sent,
                                "trigger_p50_ms": summary(rep.latencies_ms)["p50"],
                                "bare_paced_p50_ms": summary(bt.latencies_ms)["p50"]})
@@ -125,6 +130,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         "prepared_in_capture_thread": prepare,
         "trigger_to_res_ms": summary(sim_lat),
         "bare_paced_ms": summary(bare_lat),
+        "bare_paced_call_ms": summary(bare_call),
         "p99_difference_ms": percentile_difference_ci(sim_lat, bare_lat),
         "stages_ms": stages,
         "sinks_ms": {k: summary(v) for k, v in times.items() if k != "counter"},
