@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Signatures OpenCV decodes itself: if it fails on these, the file is corrupt (no Pillow retry).
 _OPENCV_SIGNATURES = (_JPEG_SOI, b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*")
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9A-Fa-f]+>")  # "<_io.BytesIO object at 0x7f…>" in Pillow's messages
 
 
 class ImageError(ValueError):
@@ -72,7 +74,7 @@ def _pillow_decode(data: bytes, path: Path) -> np.ndarray:
     OpenCV-style array (gray, BGR, BGRA; uint8 or uint16); raises :class:`ImageError`."""
     import io
 
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -89,8 +91,12 @@ def _pillow_decode(data: bytes, path: Path) -> np.ndarray:
                 raise ImageError(f"{path}: unsupported image mode {mode}")
     except ImageError:
         raise
+    except UnidentifiedImageError as exc:  # its text names the BytesIO ("<_io.BytesIO object at 0x…>"), not the file
+        raise ImageError(f"{path}: unreadable image (cannot identify image file: not a format OpenCV or Pillow "
+                         "decodes)") from exc
     except Exception as exc:  # Pillow raises many types for bad data
-        raise ImageError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
+        why = _OBJECT_REPR.sub("<data>", str(exc))  # no memory addresses in a log line
+        raise ImageError(f"{path}: unreadable image ({type(exc).__name__}: {why})") from exc
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3:  # Pillow gives RGB(A); hand back OpenCV order like cv2.imdecode

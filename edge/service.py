@@ -281,6 +281,39 @@ def _file_kind(mode: int) -> str:
     return f"file of mode {stat.filemode(mode)}"
 
 
+_SYSFS_CHAR = Path("/sys/dev/char")  # MAJOR:MINOR -> the device's sysfs folder (sysfs-rules)
+
+
+def _is_tty(path: str, st: os.stat_result) -> bool | None:
+    """Whether the character device ``path`` (its ``st``) is a terminal (serial port, pty); None =
+    cannot tell (cannot be opened, e.g. no permission: the permission check reports that).
+
+    Asks sysfs first (``/sys/dev/char/MAJOR:MINOR/subsystem`` is ``…/class/tty`` for every tty
+    driver: ttyS, ttyUSB, ttyACM, ttyTHS, …), so a device whose open has side effects (e.g.
+    ``/dev/watchdog`` arms the watchdog) is never opened. Devices without a sysfs entry (pty
+    slaves ``/dev/pts/N``, a system without sysfs) are opened ``O_RDWR|O_NOCTTY|O_NONBLOCK``
+    and tested with ``isatty`` (``tcgetattr`` succeeds), then closed; a socat or ``os.openpty``
+    pty survives this. Sources: sysfs-rules / sysfs(5) ``/sys/dev/char``; open(2); isatty(3)."""
+    sysfs = _SYSFS_CHAR / f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" / "subsystem"
+    try:
+        return os.path.basename(os.readlink(sysfs)) == "tty"
+    except OSError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def _serial_fix(field: str) -> str:
+    return (f"set {field} to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
+            "or \"demo\" for the built-in PLC simulator")
+
+
 def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identity) -> list[Problem]:
     p = Path(path)
     try:
@@ -293,14 +326,19 @@ def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identi
     except OSError as exc:
         return [Problem(field, f"cannot stat {kind} device {path}: {exc.strerror}",
                         f"check the permissions of the folders above {path}")]
-    if not stat.S_ISCHR(st.st_mode) and kind == "serial":
+    if kind == "serial":
         real = os.path.realpath(path)
         shown = path if real == path else f"{path} (-> {real})"
-        return [Problem(field, f"{shown} is a {_file_kind(st.st_mode)}, not a serial port: expected a serial "
-                               "device (character device such as /dev/ttyUSB0) or a pyserial URL "
-                               "(socket://HOST:PORT, rfc2217://HOST:PORT)",
-                        f"set {field} to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
-                        "or \"demo\" for the built-in PLC simulator")]
+        if not stat.S_ISCHR(st.st_mode):
+            return [Problem(field, f"{shown} is a {_file_kind(st.st_mode)}, not a serial port: expected a serial "
+                                   "device (character device such as /dev/ttyUSB0) or a pyserial URL "
+                                   "(socket://HOST:PORT, rfc2217://HOST:PORT)", _serial_fix(field))]
+        # /dev/null, /dev/zero, …: pyserial opens them but fails to configure them, and the link
+        # would retry the port forever
+        if _is_tty(path, st) is False:
+            return [Problem(field, f"{shown} is a character device but not a serial port (not a tty): expected "
+                                   "a serial device (such as /dev/ttyUSB0) or a pyserial URL "
+                                   "(socket://HOST:PORT, rfc2217://HOST:PORT)", _serial_fix(field))]
     if not stat.S_ISCHR(st.st_mode):
         return [Problem(field, f"{path} is not a character device node (mode {stat.filemode(st.st_mode)})",
                         f"set {field} to the {kind}'s /dev node")]

@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -134,7 +142,8 @@ class PlcSettings(_Section):
     deadline_ms: float = Field(250.0, gt=0, le=MAX_MS, description="No result within this many ms after TRG -> fail-safe RES,<id>,F,TIMEOUT (finite, > 0 and <= 3 600 000 ms = 1 h).")
     heartbeat_interval_ms: float = Field(1000.0, gt=0, le=MAX_MS, description="HBT telegram period in ms (finite, > 0 and <= 3 600 000 ms = 1 h).")
     pass_code: str = Field("P", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a pass in RES.")
-    fail_code: str = Field("F", pattern=r"^[A-Za-z0-9]{1,4}$", description="Verdict code for a fail in RES.")
+    fail_code: str = Field("F", pattern=r"^[A-Za-z0-9]{1,4}$", validate_default=True,
+                           description="Verdict code for a fail in RES; must differ from pass_code.")
     checksum_required: bool = Field(False, description="Reject (NAK) PLC telegrams without a *HH checksum.")
 
     @field_validator("stopbits")
@@ -144,10 +153,22 @@ class PlcSettings(_Section):
             raise ValueError("Input should be 1, 1.5 or 2")
         return v
 
+    @field_validator("fail_code")
+    @classmethod
+    def _fail_code_differs(cls, v: str, info: ValidationInfo) -> str:
+        # A field validator (not only the model validator below) so that the error names
+        # plc.fail_code and its value; pass_code is declared first, so it is in info.data when valid,
+        # and validate_default=True makes this run when only pass_code was set to the default "F".
+        if info.data.get("pass_code") == v:
+            raise ValueError(f"Input should differ from plc.pass_code ({json.dumps(v)}), "
+                             "or the PLC cannot tell a pass from a fail")
+        return v
+
     @model_validator(mode="after")
     def _codes_differ(self) -> PlcSettings:
+        # Still needed for assignment (validate_assignment=True): setting pass_code to the fail code.
         if self.pass_code == self.fail_code:
-            raise ValueError(f"pass_code and fail_code must differ (both {self.pass_code!r})")
+            raise ValueError(f"pass_code and fail_code must differ (both {json.dumps(self.pass_code)})")
         return self
 
 
@@ -263,7 +284,12 @@ def _format_errors(err: ValidationError, origin: str) -> str:
             shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{…}"
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        lines.append(f"  {path} = {shown}: {e['msg']}")
+        msg = e["msg"]
+        if e["type"] == "value_error":
+            # A ValueError from one of our validators: pydantic prefixes "Value error, "; drop it so
+            # the line reads like pydantic's own field errors ("Input should be ...").
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {path} = {shown}: {msg}")
     return "\n".join(lines)
 
 

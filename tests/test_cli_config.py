@@ -60,8 +60,22 @@ def test_bad_env_value_names_the_field() -> None:
 
 
 def test_pass_and_fail_codes_must_differ() -> None:
-    with pytest.raises(ConfigError, match="pass_code and fail_code must differ"):
+    with pytest.raises(ConfigError, match=re.escape('plc.fail_code = "X": Input should differ from plc.pass_code ("X")')):
         load_settings(plc={"pass_code": "X", "fail_code": "X"})
+    with pytest.raises(ConfigError, match=re.escape('plc.fail_code = "F": Input should differ from plc.pass_code ("F")')):
+        load_settings(plc={"pass_code": "F"})  # fail_code left at its default "F"
+    assert load_settings(plc={"pass_code": "F", "fail_code": "P"}).plc.fail_code == "P"
+
+
+def test_equal_codes_and_bad_stopbits_name_field_value_and_expectation(tmp_path: Path) -> None:
+    f = tmp_path / "line3.toml"
+    f.write_text('[plc]\npass_code = "F"\nfail_code = "F"\nstopbits = 3\n')
+    r = _edgeqc("config", "check", str(f))
+    assert r.returncode == 2
+    assert ('plc.fail_code = "F": Input should differ from plc.pass_code ("F"), '
+            "or the PLC cannot tell a pass from a fail") in r.stderr
+    assert "plc.stopbits = 3: Input should be 1, 1.5 or 2\n" in r.stderr
+    assert "Value error" not in r.stderr and "plc = {" not in r.stderr
 
 
 def test_values_that_would_crash_later_are_refused_at_check(tmp_path: Path) -> None:

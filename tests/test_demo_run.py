@@ -216,3 +216,49 @@ def test_run_on_demo_defaults_logs_as_run_and_stops_clean(tmp_path: Path) -> Non
     assert "demo:" not in err_text
     assert "\ncapture: frames " in out and "corrupt 0" in out
     assert len(socat) == 1 and not Path(f"/proc/{socat[0]}").exists()
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a reparented zombie may wait for a reaper that never comes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_demo_start_leaves_no_socat(sig: signal.Signals, tmp_path: Path) -> None:
+    """A signal as soon as the demo's socat exists (the station is not built yet): the demo ends as
+    that signal says (SIGTERM: killed by it; SIGINT: exit 130) and its socat is gone."""
+    if not Path("/proc/self/task").is_dir() or not (edge.plc.pty.shutil.which("socat")):
+        pytest.skip("needs Linux /proc and socat")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[metrics]\nport = 0\n[zmq]\nendpoint = "tcp://127.0.0.1:0"\n'
+                   f'[archive]\npath = "{tmp_path / "arc"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEQC_", "NOTIFY_SOCKET"))}
+    p = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg)], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    socat: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not socat and p.poll() is None and time.monotonic() < deadline:
+            for k in _children(p.pid):
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{k}/comm").read_text().strip() == "socat":
+                        socat.append(k)
+            time.sleep(0.001)
+        assert socat, "the demo never started socat"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    try:
+        assert p.returncode == (-signal.SIGTERM if sig == signal.SIGTERM else 130), err
+        assert f"INFO demo: signal {sig.name} during start-up: stopping" in err
+        assert "Traceback" not in err and "capture: frames" not in out  # no summary of a run that never ran
+        assert not _alive(socat[0])
+    finally:
+        if _alive(socat[0]):  # the orphan this test exists to catch: do not leave it running
+            os.kill(socat[0], signal.SIGKILL)

@@ -109,6 +109,20 @@ def test_garbage_empty_and_missing_give_none(tmp_path, caplog):
         read_image(tmp_path / "missing.png", channel_order="RGBA")
 
 
+def test_unidentified_format_names_the_file_not_a_memory_address(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    (tmp_path / "notes.png").write_bytes(b"hello, not an image\n")  # no signature OpenCV knows -> Pillow
+    (tmp_path / "noise.tif").write_bytes(bytes(range(7, 71)))
+    for name in ("notes.png", "noise.tif"):
+        p = tmp_path / name
+        assert read_image(p) is None
+        assert one_warning(caplog, p) == (f"{p}: unreadable image (cannot identify image file: "
+                                          "not a format OpenCV or Pillow decodes)")
+    with pytest.raises(ImageError) as exc:
+        decode_image(tmp_path / "notes.png")
+    assert "BytesIO" not in str(exc.value) and "0x" not in str(exc.value)
+
+
 def test_to_channel_order():
     bgr = bgr_image()
     assert to_channel_order(bgr, "BGR") is bgr

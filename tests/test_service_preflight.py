@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import serial
 
+from edge import service
 from edge.cli import main
+from edge.plc.pty import PtyPair
 from edge.service import Identity, Problem, camera_device, device_allowed, preflight
 from edge.settings import Settings
 
@@ -72,6 +75,32 @@ def test_serial_port_must_be_a_character_device(tmp_path: Path, pty: str) -> Non
     link.symlink_to(pty)
     for port in (str(link), "socket://127.0.0.1:5020", "demo"):
         assert preflight(base(tmp_path, plc={"enabled": True, "port": port}), unit_path=None) == [], port
+
+
+@pytest.mark.parametrize("sysfs", [True, False], ids=["sysfs", "open-isatty"])
+def test_serial_port_must_be_a_tty(tmp_path: Path, pty: str, sysfs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sysfs:  # a system without /sys/dev/char: the node is opened and asked isatty()
+        monkeypatch.setattr(service, "_SYSFS_CHAR", tmp_path / "no-sysfs")
+    link = tmp_path / "ttyV1"
+    link.symlink_to("/dev/null")
+    for port, shown in (("/dev/null", "/dev/null"), ("/dev/zero", "/dev/zero"), (str(link), f"{link} (-> /dev/null)")):
+        p = only(preflight(base(tmp_path, plc={"enabled": True, "port": port}), unit_path=None))
+        assert (p.field, p.severity) == ("plc.port", "error")
+        assert p.problem == (f"{shown} is a character device but not a serial port (not a tty): expected a serial "
+                             "device (such as /dev/ttyUSB0) or a pyserial URL (socket://HOST:PORT, rfc2217://HOST:PORT)")
+        assert p.fix == ("set plc.port to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
+                         'or "demo" for the built-in PLC simulator')
+    assert preflight(base(tmp_path, plc={"enabled": True, "port": pty}), unit_path=None) == []
+    if shutil.which("socat") is None:
+        return
+    with PtyPair(backend="socat", link_a=tmp_path / "plc", link_b=tmp_path / "edge") as pair:
+        for port in (pair.a, pair.b, pair.device_a):
+            assert preflight(base(tmp_path, plc={"enabled": True, "port": port}), unit_path=None) == [], port
+        # the preflight's open/close left the pair working: bytes still cross it
+        with serial.Serial(pair.a, timeout=5) as a, serial.Serial(pair.b, timeout=5) as b:
+            a.write(b"TRG,A1\r\n")
+            assert b.readline() == b"TRG,A1\r\n"
+        assert pair.alive
 
 
 def test_loop_url_refused_it_would_nak_its_own_heartbeats(tmp_path: Path) -> None:

@@ -9,12 +9,15 @@ in a loop (a demo line keeps running) unless the config sets ``camera.loop`` its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,66 @@ class _ZmqCounter:
         return {"results": self.results, "rejects": self.rejects, "reject_jpeg_bytes": self.jpeg_bytes, "seq_gaps": gaps}
 
 
+class _Interrupted(BaseException):
+    """A SIGINT/SIGTERM outside ``run_until_signal`` (start-up): unwinds to ``run_station``'s cleanup.
+    A BaseException, so no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StartupSignals:
+    """SIGINT/SIGTERM handlers for the parts of :func:`run_station` outside ``run_until_signal``.
+
+    Without them a SIGTERM during start-up (default action: die at once) skips every ``finally``
+    and leaves the pty pair's socat running as an orphan. The first such signal raises
+    :class:`_Interrupted` (once); signals during the cleanup are logged and ignored so the cleanup
+    completes. :meth:`restore` puts the previous handlers back and then re-raises a caught signal,
+    so the process still ends as that signal says (SIGTERM: killed by SIGTERM; SIGINT:
+    KeyboardInterrupt, exit code 130 from ``edge.cli``). ``run_until_signal`` installs its own
+    handlers while the station runs and restores these afterwards. Python only lets the main
+    thread set handlers; from another thread this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.cleaning = False
+        self._defer = False
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.cleaning or self.signum is not None:
+            log.warning("signal %s: already stopping", signal.Signals(signum).name)
+            return
+        self.signum = signum
+        if not self._defer:
+            raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a signal until the block ends, then raise it: for a block that creates what the
+        cleanup must close (``pty = PtyPair()``: an exception inside ``subprocess.Popen``, after
+        socat was forked but before the object exists, would leave socat to nobody)."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self.signum is not None:
+            raise _Interrupted(self.signum)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        if self.signum is not None and self._old:
+            signal.raise_signal(self.signum)
+
+
 def _wait_ready(station: Any, timeout: float) -> bool:
     """True once the camera delivers and the PLC port is open (what READY=1 promises)."""
     import time
@@ -119,8 +182,10 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
     period; RELOADING=1/READY=1 around a SIGHUP reload of ``config``; STOPPING=1 on shutdown.
 
     ``until_signal=True`` is ``edgeqc run`` (logger ``edgeqc.run``), False is ``edgeqc demo``
-    (logger ``edgeqc.demo``). On every exit path, a failed start included, the station, the PLC
-    simulator, the ZeroMQ counter and the pty pair (its socat process) are closed.
+    (logger ``edgeqc.demo``). On every exit path, a failed start and a SIGINT/SIGTERM during
+    start-up included, the station, the PLC simulator, the ZeroMQ counter and the pty pair (its
+    socat process) are closed; such a signal is re-raised after the cleanup (SIGTERM then ends the
+    process, SIGINT raises KeyboardInterrupt).
 
     Raises:
         CaptureError, BackendError, ConfigError, OSError, ...: the start failed (``edge.cli``
@@ -145,11 +210,13 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         settings.camera.loop = True  # `edgeqc run` on the demo defaults: keep the line running
         rlog.info('camera.source = plc.port = "demo": the demo parts replay in a loop (camera.loop = true); '
                   "set camera.loop = false for one pass")
+    signals = _StartupSignals()
     try:
         if demo_plc:
             from edge.plc.pty import PtyPair
 
-            pty = PtyPair()
+            with signals.deferred():  # at most PtyPair's start_timeout (5 s)
+                pty = PtyPair()
         station = Station(settings, plc_port=pty.a if pty is not None else None)
         if settings.zmq.enabled and not until_signal:
             sub = _ZmqCounter(station.publisher.endpoint)
@@ -200,15 +267,25 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
                                    on_stopping=_stopping,
                                    on_started=lambda: threading.Thread(target=_drive, name="edgeqc-plc-sim",
                                                                        daemon=True).start())
-    finally:  # every exit, a failed start included: nothing may outlive the command (socat!)
-        if sim is not None and report is None:
-            report = sim.close()
-        if sub is not None:
-            zmq_seen = sub.close()
-        if station is not None:
-            station.close()  # idempotent: a no-op after run_until_signal's stop()
-        if pty is not None:
-            pty.close()
+    except _Interrupted as exc:  # SIGINT/SIGTERM during start-up: clean up below, then end as the signal says
+        rlog.info("signal %s during start-up: stopping", signal.Signals(exc.signum).name)
+    finally:  # every exit, a failed start or a signal included: nothing may outlive the command (socat!)
+        signals.cleaning = True
+        try:
+            if sim is not None and report is None:
+                report = sim.close()
+            if sub is not None:
+                zmq_seen = sub.close()
+            if station is not None:
+                station.close()  # idempotent: a no-op after run_until_signal's stop()
+        finally:
+            try:
+                if pty is not None:
+                    pty.close()
+            finally:
+                signals.restore()  # re-raises a start-up signal: SIGTERM ends the process here
+    if signals.signum is not None:  # the previous handler returned (not the CLI's case)
+        return 128 + signals.signum
     print(format_summary(summary))
     ok = True
     out: dict[str, Any] = {"summary": summary}

@@ -88,17 +88,21 @@ class PtyPair:
         self._thread: threading.Thread | None = None
         self._drainer: threading.Thread | None = None
         self._closed = False
-        if self.backend == "socat":
-            assert socat is not None
-            try:
-                self.device_a, self.device_b = self._start_socat(socat, start_timeout)
-            except PtyError as exc:
-                if backend == "socat":
-                    raise
-                log.warning("socat pty pair failed (%s); using the Python bridge", exc)
-                self.backend, self._proc, self._drainer, self._closed = "python", None, None, False
-        if self.backend == "python":
-            self.device_a, self.device_b = self._start_bridge()
+        try:
+            if self.backend == "socat":
+                assert socat is not None
+                try:
+                    self.device_a, self.device_b = self._start_socat(socat, start_timeout)
+                except PtyError as exc:
+                    if backend == "socat":
+                        raise
+                    log.warning("socat pty pair failed (%s); using the Python bridge", exc)
+                    self.backend, self._proc, self._drainer, self._closed = "python", None, None, False
+            if self.backend == "python":
+                self.device_a, self.device_b = self._start_bridge()
+        except BaseException:  # e.g. KeyboardInterrupt while waiting for socat: the caller never gets
+            self.close()       # this object to close, so end socat / the bridge here
+            raise
         self.a = str(self._links[0]) if self._links[0] else self.device_a
         self.b = str(self._links[1]) if self._links[1] else self.device_b
 
