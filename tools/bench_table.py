@@ -47,7 +47,7 @@ ROWS: list[tuple[str, Any]] = [
      lambda r: f"{g(r, 'item1_bare_vs_pipeline', 'throughput_ratio_of_totals')}; "
                f"{g(r, 'item1_bare_vs_pipeline', 'cpu_efficiency_ratio')}"),
     ("2 **trigger→RES** p50 / p99 / max (ms)", lambda r: pct(g(r, "item2_trigger", "trigger_to_res_ms"))),
-    ("2 bare paced p50 / p99 / max (ms), from the scheduled instant", lambda r: pct(g(r, "item2_trigger", "bare_paced_ms"))),
+    ("2 bare paced p50 / p99 / max (ms), counting waits behind a stalled call", lambda r: pct(g(r, "item2_trigger", "bare_paced_ms"))),
     ("2 bare paced, the call alone (before session 5: the reference)",
      lambda r: pct(g(r, "item2_trigger", "bare_paced_call_ms")) if g(r, "item2_trigger", "bare_paced_call_ms") else "—"),
     ("2 samples each (trigger; bare)", lambda r: f"{g(r, 'item2_trigger', 'trigger_to_res_ms', 'count')}; "

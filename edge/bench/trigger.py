@@ -12,7 +12,7 @@ each, 600 round trips at 20 Hz: socat p50 0.42 / p99 2.8-3.3 ms, direct pty p50 
 The run is cut into blocks; after each block the station idles while the bare session runs the
 same number-per-second of batch-1 inferences on pre-made tensors, so both distributions come
 from the same minutes of machine load. Both sides time from when the part was due: the simulator
-from just before it writes ``TRG``, the bare loop from each call's scheduled instant (a call
+from just before it writes ``TRG``, the bare loop from each call's start, or from its scheduled instant when it had to wait (a call
 held up by a stalled predecessor counts that wait, as the station's next part does). The replay's reader thread prepares each frame
 (``Fitter(spec, tensor=True)``: resize and float conversion, off the trigger path) as
 :class:`edge.app.Station` sets it up; ``prepare=False`` turns that off (the trigger path then
@@ -55,7 +55,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
 
     Returns:
         JSON-ready dict: ``trigger_to_res_ms`` (simulator), ``bare_paced_ms`` (bare inference at
-        the same rate, response time from each call's scheduled instant: see
+        the same rate, response time counting the wait behind a stalled call: see
         :meth:`~edge.bench.bare.BareSession.paced`), ``bare_paced_call_ms`` (the calls alone), ``stages_ms`` (edge-side per-part stages), ``sinks_ms`` (outputs thread),
         ``plc`` counts (answered, missing, late, duplicates, fail-safe), ``rss`` (growth over the
         run), ``blocks``.
