@@ -113,4 +113,25 @@ def test_quick_run_does_not_judge_the_targets(bench_json) -> None:
     assert "not judged, --quick sizes are a correctness run" in text
     assert "[FAIL]" not in text and "[PASS]" not in text
     assert text.count("[n/a ]") == 7
+    assert [t["ok"] for t in r["targets"]] == [None] * 7  # the JSON does not judge them either
+    assert 'targets (BENCHMARKS.md, "Which targets hold"): not judged' in text
     assert "p99_difference_ms" in r["item2_trigger"] and len(r["item2_trigger"]["p99_difference_ms"]["ci"]) == 2
+
+
+@pytest.mark.parametrize(("choice", "fp32", "int8", "ok"), [
+    ("fp32", 2.0, 2.5, True), ("int8", 2.0, 1.5, True),
+    ("fp32", 2.0, 1.5, False), ("int8", 2.0, 2.5, False),
+    ("fp32", 2.0, 1.96, True),  # INT8 2 % faster: within the selector's 3 % tie margin, FP32 kept
+    ("fp32", 2.0, 1.9, False)])  # INT8 5 % faster: keeping FP32 is a wrong choice
+def test_cpu_choice_target_compares_with_the_faster_p50(choice, fp32, int8, ok) -> None:
+    from edge.bench.report import targets
+
+    r = {"sizes": {"quick": False}, "item3_fp32_vs_int8": {
+        "cpu_choice": choice, "latency_ms": {"fp32": {"p50": fp32}, "int8": {"p50": int8}}}}
+    t = targets(r)[-1]
+    assert t["target"] == "CPU runs the faster of FP32 / INT8" and t["ok"] is ok
+    assert t["measured"] == (f"picks {choice}, faster: {'fp32' if fp32 < int8 else 'int8'} "
+                             f"(p50 FP32 {fp32} ms, INT8 {int8} ms)")
+    assert t["required"].startswith("the choice's p50 in item 3 <= the other's x 1.03")
+    r["sizes"]["quick"] = True
+    assert targets(r)[-1]["ok"] is None

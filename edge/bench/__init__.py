@@ -10,7 +10,10 @@ alternating blocks, so they hold on a loaded machine. Items (docs/performance.md
 5. pipeline overhead per frame with the no-op backend (JPEG decode reported apart);
 6. peak RSS and RSS growth over the trigger run (``--duration 600`` = 10-minute soak).
 
-Exit status: 0 when it ran (whatever the targets say), 1 on a failure, 2 on bad arguments.
+Exit status: 0 when it ran (whatever the targets say); 1 on a failure, or when the results could
+not be written to --json (they go to bench-<time>.json in the current folder or the temp folder
+then, and the message says where); 2 on bad arguments (checked before anything runs, --json
+included); 130 on Ctrl-C; 143 on SIGTERM. The work folder is removed in every case.
 """
 
 from __future__ import annotations
@@ -26,10 +29,76 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM during the run (a BaseException: ``except Exception`` in the items lets it through)."""
+
+
+def check_json_target(path: Path) -> str | None:
+    """Why ``path`` cannot take the JSON (None when it can), checked before the run.
+
+    Makes the parent folders (as the write at the end would) and opens the file for append; a
+    file that did not exist before is removed again.
+    """
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"{above} is a file, not a folder"
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def write_json(result: dict[str, Any], out: Path) -> tuple[Path, str | None]:
+    """Write ``result`` to ``out``; if that fails, to ``bench-<time>.json`` in the current folder,
+    else in :func:`tempfile.gettempdir`. Returns (the file written, why ``out`` failed or None).
+
+    Raises:
+        OSError: no place could be written.
+    """
+    import tempfile
+    import time
+
+    text = json.dumps(result, indent=2, default=str) + "\n"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        return out, None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    name = f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    last: OSError | None = None
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            fallback = folder / name
+            fallback.write_text(text, encoding="utf-8")
+            return fallback, why
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench.setup import BenchSetupError, resolve_setup
     from edge.model_spec import ModelSpecError
 
+    out = Path(args.json)
+    why = check_json_target(out)
+    if why:
+        print(f"edgeqc bench: --json {out}: cannot write the results there ({why})", file=sys.stderr)
+        return EXIT_USAGE
     try:
         setup = resolve_setup(model=args.model, images=args.images, config=args.config, quick=args.quick,
                               duration=args.duration, rate=args.rate, threads=args.threads, int8=args.int8,
@@ -44,10 +113,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.no_progress:
             print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    for note in setup.notes:
-        say(note)
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    import shutil
+    import signal
+
+    installed = False
     try:
+        old_term = signal.signal(signal.SIGTERM, on_sigterm)
+        installed = True
+    except ValueError:  # not the main thread: no handler, the caller owns the signals
+        old_term = None
+    try:
+        for note in setup.notes:
+            say(note)
         result = run_bench(setup, argv=_command(args), progress=say)
+    except _Terminated:
+        print("edgeqc bench: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("edgeqc bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # the message says which step and why; the traceback goes to the log
         import logging
 
@@ -55,14 +142,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"edgeqc bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        import shutil
-
+        if installed:
+            signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
         shutil.rmtree(setup.workdir, ignore_errors=True)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    print(format_table(result))
-    print(f"\nJSON: {out}")
+    print(format_table(result), flush=True)
+    try:
+        written, failed = write_json(result, out)
+    except OSError as exc:
+        print(f"edgeqc bench: --json {out}: could not write the results, nor a fallback file "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_ERROR
+    if failed:
+        print(f"edgeqc bench: --json {out}: could not write the results ({failed}); wrote them to {written}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    print(f"\nJSON: {written}")
     return EXIT_OK
 
 

@@ -8,6 +8,9 @@ correctness run (tests); ``--duration`` sets the trigger-mode run (the soak).
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,10 @@ EFFNET_CARD: dict[str, Any] = {
     "scale": 1.0 / 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
 }
 """mt-effnet-lite0 MODEL_CARD.md preprocessing (its ONNX carries no metadata)."""
+
+
+WORKDIR_PREFIX = "edgeqc-bench-"
+"""Name prefix of the per-run work folder under :func:`tempfile.gettempdir`."""
 
 
 class BenchSetupError(ValueError):
@@ -75,10 +82,12 @@ class BenchSetup:
     settings: Settings
     sizes: Sizes
     labelled: bool
+    workdir: Path
+    """Scratch folder (reject archive) made by :func:`resolve_setup` once every check passed;
+    the caller removes it."""
     int8: Path | None = None
     calib: Path | None = None
     cache_dir: Path = Path(".edgeqc-cache")
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgeqc-bench-")))
     notes: list[str] = field(default_factory=list)
 
 
@@ -89,27 +98,85 @@ def _demo_defaults() -> tuple[Path, Path]:
     return demo_model_path(), demo_folder(n=60)
 
 
+def _onnx_problem(path: Path) -> tuple[str | None, str | None]:
+    """(precision, None) of a readable ONNX file, else (None, why it cannot be read)."""
+    from edge.onnx_info import OnnxReadError, read_onnx_info
+
+    if not path.is_file():
+        return None, "no such file" if not path.exists() else "not a file"
+    try:
+        return read_onnx_info(path).precision, None
+    except OnnxReadError as exc:
+        why = str(exc)
+        return None, why.removeprefix(f"{path}: ")
+    except OSError as exc:
+        return None, f"cannot read it ({exc.strerror or exc})"
+
+
+def _positive_finite(value: float | None, option: str, unit: str) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        raise BenchSetupError(f"{option} {value}: expected a finite number > 0 {unit}")
+    return float(value)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count()`` where missing)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def resolve_setup(*, model: str | None, images: str | None, config: str | None, quick: bool,
                   duration: float | None, rate: float | None, threads: int | None, int8: str | None,
                   calib: str | None, pass_classes: list[str] | None, cache_dir: str | None) -> BenchSetup:
-    """Fill in the defaults (see module docstring) and check that the files exist.
+    """Fill in the defaults (see module docstring) and check every argument before anything runs.
+
+    The work folder (``BenchSetup.workdir``, under :func:`tempfile.gettempdir`) is made only
+    when every check passed; the caller removes it.
 
     Raises:
-        BenchSetupError: a missing model/images folder, or pass classes that are not labels.
+        BenchSetupError: a missing or unreadable model, a missing images folder, an ``--int8``
+            model that is missing, unreadable or not Q/DQ, ``--rate``/``--duration`` not finite
+            and > 0, ``--threads`` < 0 or more than the usable CPUs, or pass classes that are
+            not labels.
         edge.settings.ConfigError: a bad ``--config`` file.
+        edge.model_spec.ModelSpecError: the model and settings give no usable spec.
     """
     notes: list[str] = []
+    sizes = Sizes.quick_sizes() if quick else Sizes()
+    d = _positive_finite(duration, "--duration", "s")
+    if d is not None:
+        sizes.duration_s = d
+    r = _positive_finite(rate, "--rate", "parts/s")
+    if r is not None:
+        sizes.rate_hz = r
+    sizes.block_s = min(sizes.block_s, sizes.duration_s)
+    if threads is not None:
+        cpus = usable_cpus()
+        if threads < 0:
+            raise BenchSetupError(f"--threads {threads}: expected 0 (auto) or 1..{cpus}")
+        if threads > cpus:
+            raise BenchSetupError(f"--threads {threads}: this machine has {cpus} usable CPUs; expected 0 (auto) "
+                                  f"or 1..{cpus}")
     base = load_settings(config) if config else load_settings()
     cfg_model = base.model.path if config and base.model.path != "demo" else None
+    model_opt = "--model" if model else "model.path (--config)"
     model_path: Path
+    images_path: Path | None
     if model or cfg_model:
         model_path = Path(model or cfg_model or "")
-        images_path = Path(images) if images else (Path(base.camera.source) if config else None)  # type: ignore[assignment]
+        _, why = _onnx_problem(model_path)  # before asking for --images: a missing model comes first
+        if why:
+            raise BenchSetupError(f"{model_opt} {model_path}: {why}")
+        images_path = Path(images) if images else (Path(base.camera.source) if config else None)
         if images_path is None:
             if model_path.resolve() == SHARED_EFFNET.resolve() and SHARED_VAL.is_dir():
                 images_path = SHARED_VAL
             else:
-                raise BenchSetupError(f"--model {model_path}: also give --images DIR (a folder of images; "
+                raise BenchSetupError(f"{model_opt} {model_path}: also give --images DIR (a folder of images; "
                                       "class subfolders named like the labels for the accuracy item)")
     elif SHARED_EFFNET.is_file() and SHARED_VAL.is_dir():
         model_path, images_path = SHARED_EFFNET, Path(images) if images else SHARED_VAL
@@ -118,10 +185,18 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
         model_path, demo_images = _demo_defaults()
         images_path = Path(images) if images else demo_images
         notes.append("../shared not found: the built-in demo model over rendered demo parts")
-    if not model_path.is_file():
-        raise BenchSetupError(f"--model {model_path}: no such file")
+        _, why = _onnx_problem(model_path)
+        if why:
+            raise BenchSetupError(f"{model_opt} {model_path}: {why}")
     if not images_path.is_dir():
         raise BenchSetupError(f"--images {images_path}: no such folder")
+    if int8:
+        precision, why = _onnx_problem(Path(int8))
+        if why:
+            raise BenchSetupError(f"--int8 {int8}: {why}; expected an INT8 Q/DQ ONNX model")
+        if precision != "int8":
+            raise BenchSetupError(f"--int8 {int8}: expected an INT8 Q/DQ ONNX model (QuantizeLinear/"
+                                  f"DequantizeLinear nodes), this one has none (reads as {precision})")
 
     model_over: dict[str, Any] = {"path": str(model_path)}
     if not config and model_path.resolve() == SHARED_EFFNET.resolve():
@@ -130,43 +205,39 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
 
     # resolved here (0 = auto) so every session gets the same number and the JSON says which
     model_over["intra_op_threads"] = intra_op_threads(base.model.intra_op_threads if threads is None else threads)
+    model_settings = base.model.model_copy(update=model_over)
     decision: dict[str, Any] = base.decision.model_dump()
     if pass_classes:
         decision["pass_classes"] = pass_classes
     elif not config and model_path.resolve() == SHARED_EFFNET.resolve():
         decision.update(pass_classes=["free"], min_pass_probability=0.0)  # as the model card counts
-    work = Path(tempfile.mkdtemp(prefix="edgeqc-bench-"))
-    settings = base.model_copy(update={
-        "model": base.model.model_copy(update=model_over),
-        "decision": base.decision.model_validate(decision),
-        "camera": base.camera.model_copy(update={"source": str(images_path), "loop": True}),
-        "zmq": base.zmq.model_copy(update={"enabled": True, "endpoint": "tcp://127.0.0.1:*"}),
-        "archive": base.archive.model_copy(update={"path": str(work / "archive")}),
-        "metrics": base.metrics.model_copy(update={"port": 0, "host": "127.0.0.1"}),
-        "plc": base.plc.model_copy(update={"enabled": True, "port": "demo", "mode": "trigger",
-                                           "deadline_ms": max(base.plc.deadline_ms, 1000.0)}),
-    })
+    decision_settings = base.decision.model_validate(decision)
     from edge.model_spec import resolve_spec
 
-    spec = resolve_spec(model_path, settings.model)
-    bad = [p for p in settings.decision.pass_classes if p not in spec.labels]
+    spec = resolve_spec(model_path, model_settings)
+    bad = [p for p in decision_settings.pass_classes if p not in spec.labels]
     if bad:
         raise BenchSetupError(f"pass class(es) {bad} are not labels of {model_path.name} {list(spec.labels)}; "
                               "give --pass-class LABEL (or decision.pass_classes in --config)")
-    sizes = Sizes.quick_sizes() if quick else Sizes()
-    if duration is not None:
-        if duration <= 0:
-            raise BenchSetupError(f"--duration {duration}: expected > 0 s")
-        sizes.duration_s = float(duration)
-    if rate is not None:
-        if rate <= 0:
-            raise BenchSetupError(f"--rate {rate}: expected > 0 parts/s")
-        sizes.rate_hz = float(rate)
-    sizes.block_s = min(sizes.block_s, sizes.duration_s)
     subdirs = {p.name for p in images_path.iterdir() if p.is_dir()}
     labelled = bool(subdirs) and subdirs <= set(spec.labels)
     calib_path = Path(calib) if calib else (SHARED_CALIB if model_path.resolve() == SHARED_EFFNET.resolve()
                                              and SHARED_CALIB.is_dir() else None)
-    return BenchSetup(model=model_path, images=images_path, settings=settings, sizes=sizes, labelled=labelled,
-                      int8=Path(int8) if int8 else None, calib=calib_path,
-                      cache_dir=Path(cache_dir or ".edgeqc-cache"), workdir=work, notes=notes)
+    work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))  # last: every check above has passed
+    try:
+        settings = base.model_copy(update={
+            "model": model_settings,
+            "decision": decision_settings,
+            "camera": base.camera.model_copy(update={"source": str(images_path), "loop": True}),
+            "zmq": base.zmq.model_copy(update={"enabled": True, "endpoint": "tcp://127.0.0.1:*"}),
+            "archive": base.archive.model_copy(update={"path": str(work / "archive")}),
+            "metrics": base.metrics.model_copy(update={"port": 0, "host": "127.0.0.1"}),
+            "plc": base.plc.model_copy(update={"enabled": True, "port": "demo", "mode": "trigger",
+                                               "deadline_ms": max(base.plc.deadline_ms, 1000.0)}),
+        })
+        return BenchSetup(model=model_path, images=images_path, settings=settings, sizes=sizes, labelled=labelled,
+                          workdir=work, int8=Path(int8) if int8 else None, calib=calib_path,
+                          cache_dir=Path(cache_dir or ".edgeqc-cache"), notes=notes)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
