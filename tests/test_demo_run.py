@@ -185,15 +185,21 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def test_run_on_demo_defaults_logs_as_run_and_stops_clean(tmp_path: Path) -> None:
-    if not Path("/proc/self/task").is_dir() or not (edge.plc.pty.shutil.which("socat")):
-        pytest.skip("needs Linux /proc and socat")
+def _start_on_demo_defaults(command: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """``edgeqc <command>`` on the built-in defaults in a subprocess, with free ports, its archive in
+    ``tmp_path`` and no EDGEQC_/NOTIFY_SOCKET from the test's environment."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[metrics]\nport = 0\n[zmq]\nendpoint = "tcp://127.0.0.1:0"\n'
                    f'[archive]\npath = "{tmp_path / "arc"}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEQC_", "NOTIFY_SOCKET"))}
-    p = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", command, "--config", str(cfg)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_run_on_demo_defaults_logs_as_run_and_stops_clean(tmp_path: Path) -> None:
+    if not Path("/proc/self/task").is_dir() or not (edge.plc.pty.shutil.which("socat")):
+        pytest.skip("needs Linux /proc and socat")
+    p = _start_on_demo_defaults("run", tmp_path)
     try:
         assert p.stderr is not None
         err: list[str] = []
@@ -232,12 +238,7 @@ def test_signal_during_demo_start_leaves_no_socat(sig: signal.Signals, tmp_path:
     that signal says (SIGTERM: killed by it; SIGINT: exit 130) and its socat is gone."""
     if not Path("/proc/self/task").is_dir() or not (edge.plc.pty.shutil.which("socat")):
         pytest.skip("needs Linux /proc and socat")
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[metrics]\nport = 0\n[zmq]\nendpoint = "tcp://127.0.0.1:0"\n'
-                   f'[archive]\npath = "{tmp_path / "arc"}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEQC_", "NOTIFY_SOCKET"))}
-    p = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--config", str(cfg)], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = _start_on_demo_defaults("demo", tmp_path)
     socat: list[int] = []
     try:
         deadline = time.monotonic() + 60
