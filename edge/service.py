@@ -309,6 +309,9 @@ def _is_tty(path: str, st: os.stat_result) -> bool | None:
         os.close(fd)
 
 
+_PYSERIAL_URLS = "a pyserial URL (socket://HOST:PORT, rfc2217://HOST:PORT)"
+
+
 def _serial_fix(field: str) -> str:
     return (f"set {field} to the adapter's node (`ls -l /dev/serial/by-id/`), a pyserial URL, "
             "or \"demo\" for the built-in PLC simulator")
@@ -331,14 +334,13 @@ def _check_device(field: str, path: str, kind: str, group_hint: str, who: Identi
         shown = path if real == path else f"{path} (-> {real})"
         if not stat.S_ISCHR(st.st_mode):
             return [Problem(field, f"{shown} is a {_file_kind(st.st_mode)}, not a serial port: expected a serial "
-                                   "device (character device such as /dev/ttyUSB0) or a pyserial URL "
-                                   "(socket://HOST:PORT, rfc2217://HOST:PORT)", _serial_fix(field))]
+                                   f"device (character device such as /dev/ttyUSB0) or {_PYSERIAL_URLS}",
+                            _serial_fix(field))]
         # /dev/null, /dev/zero, …: pyserial opens them but fails to configure them, and the link
         # would retry the port forever
         if _is_tty(path, st) is False:
             return [Problem(field, f"{shown} is a character device but not a serial port (not a tty): expected "
-                                   "a serial device (such as /dev/ttyUSB0) or a pyserial URL "
-                                   "(socket://HOST:PORT, rfc2217://HOST:PORT)", _serial_fix(field))]
+                                   f"a serial device (such as /dev/ttyUSB0) or {_PYSERIAL_URLS}", _serial_fix(field))]
     if not stat.S_ISCHR(st.st_mode):
         return [Problem(field, f"{path} is not a character device node (mode {stat.filemode(st.st_mode)})",
                         f"set {field} to the {kind}'s /dev node")]

@@ -50,11 +50,16 @@ def default_intra_op_threads(cpus: int | None = None) -> int:
     not a CFS quota such as ``docker --cpus=2`` on a bigger host: set the number there).
     """
     if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # not Linux
-            cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
     return max(1, min(4, cpus - 1))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count()`` where missing)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 class OnnxRuntimeBackend:

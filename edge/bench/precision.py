@@ -29,9 +29,7 @@ def find_or_make_int8(setup: BenchSetup, spec: ModelSpec, calib_images: int) -> 
     """The INT8 model to compare and where it came from (None + why when there is none)."""
     from edge.backends.select import int8_sibling
 
-    if setup.int8 is not None:
-        if not setup.int8.is_file():
-            return None, f"--int8 {setup.int8}: no such file"
+    if setup.int8 is not None:  # checked by resolve_setup: exists, readable, Q/DQ
         return setup.int8, "given with --int8"
     sib = int8_sibling(setup.model)
     if sib is not None:

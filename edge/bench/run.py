@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.backends.onnxruntime import usable_cpus
 from edge.bench.bare import BareSession, make_tensors
 from edge.bench.measure import RssSampler, load_average, peak_rss_bytes, summary
 from edge.bench.pipeline import Block, FreeRunRig
@@ -65,7 +66,7 @@ def machine() -> dict[str, Any]:
     import os
 
     return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+            "usable_cpus": usable_cpus()}
 
 
 def decode_item(setup: BenchSetup, spec: ModelSpec) -> tuple[list[MemoryItem], dict[str, Any]]:

@@ -9,7 +9,6 @@ correctness run (tests); ``--duration`` sets the trigger-mode run (the soak).
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -121,14 +120,6 @@ def _positive_finite(value: float | None, option: str, unit: str) -> float | Non
     return float(value)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count()`` where missing)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def resolve_setup(*, model: str | None, images: str | None, config: str | None, quick: bool,
                   duration: float | None, rate: float | None, threads: int | None, int8: str | None,
                   calib: str | None, pass_classes: list[str] | None, cache_dir: str | None) -> BenchSetup:
@@ -155,6 +146,8 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
         sizes.rate_hz = r
     sizes.block_s = min(sizes.block_s, sizes.duration_s)
     if threads is not None:
+        from edge.backends.onnxruntime import usable_cpus
+
         cpus = usable_cpus()
         if threads < 0:
             raise BenchSetupError(f"--threads {threads}: expected 0 (auto) or 1..{cpus}")
