@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from tiny_models import make_classifier
+from tiny_models import make_classifier, write_labelled_images
 
 from edge.cli import main
 
@@ -26,12 +24,7 @@ def bench_json(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     tmp = tmp_path_factory.mktemp("bench")
     model = make_classifier(tmp / "tiny.onnx", classes=5)
     (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    images = tmp / "images"
-    rng = np.random.default_rng(0)
-    for i in range(20):
-        d = images / LABELS[i % 5]
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f"img{i:02d}.png"), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    images = write_labelled_images(tmp / "images", LABELS, 20)
     out = tmp / "bench.json"
     code = main(["bench", "--model", str(model), "--images", str(images), "--quick", "--pass-class", "a",
                  "--calib", str(images), "--cache-dir", str(tmp / "cache"), "--json", str(out), "--no-progress"])

@@ -16,10 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from tiny_models import make_classifier
+from tiny_models import make_classifier, write_labelled_images
 
 from edge.cli import main
 
@@ -34,12 +32,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("benchcli")
     model = make_classifier(tmp / "tiny.onnx", classes=3)
     (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    images = tmp / "images"
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        d = images / LABELS[i % 3]
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f"img{i}.png"), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    images = write_labelled_images(tmp / "images", LABELS, 6)
     int8 = make_classifier(tmp / "q" / "tiny-qdq.onnx", classes=3, qdq=True)
     (tmp / "q" / "labels.txt").write_text("\n".join(LABELS) + "\n")
     corrupt = tmp / "corrupt.onnx"

@@ -61,3 +61,15 @@ def make_classifier(path: Path, classes: int = 5, *, batch: int | str = "N",
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def write_labelled_images(folder: Path, labels: list[str], n: int) -> Path:
+    """``n`` random 16x12 RGB PNGs in ``folder/<label>/`` (labels in turn, seed 0); returns ``folder``."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = folder / labels[i % len(labels)]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"img{i:02d}.png"), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    return folder
