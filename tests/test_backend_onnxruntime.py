@@ -273,3 +273,20 @@ def test_zero_threads_means_auto(tmp_path) -> None:
         assert be.intra_op_threads == default_intra_op_threads(len(os.sched_getaffinity(0)))
     with OnnxRuntimeBackend(ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8), intra_op_threads=3)) as be:
         assert be.intra_op_threads == 3
+
+
+def test_threads_above_the_cpu_count_are_kept_with_one_warning(monkeypatch, caplog) -> None:
+    import logging
+
+    from edge.backends import onnxruntime as ortb
+
+    monkeypatch.setattr(ortb, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(ortb, "_warned_threads", set())
+    with caplog.at_level(logging.WARNING, logger="edgeqc.backends.onnxruntime"):
+        assert ortb.intra_op_threads(2) == 2
+        assert not caplog.records
+        assert ortb.intra_op_threads(8) == 8
+        assert ortb.intra_op_threads(8) == 8  # the same number again: no second line
+    assert len(caplog.records) == 1
+    assert "model.intra_op_threads = 8 is more than the 2 CPUs" in caplog.records[0].getMessage()
+    assert "0 = auto: 1 here" in caplog.records[0].getMessage()

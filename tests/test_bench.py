@@ -72,6 +72,31 @@ def test_trigger_run_answers_every_part(bench_json) -> None:
     t = i2["trigger_to_res_ms"]
     assert t["p50"] <= t["p99"] <= t["max"]
     assert set(i2["sinks_ms"]) >= {"publisher", "rejectarchive"}
+    # the station's own clock: each part's RES was written before the PLC read it (same
+    # CLOCK_MONOTONIC in both processes), and no earlier than its TRG was written
+    s = i2["samples_ms"]
+    assert len(s["trigger_to_res"]) == len(s["trigger_to_res_written"]) == len(s["bare_paced"]) == 40
+    kept = i2["res_written_from_plc_figure"]
+    assert 0 <= kept < 40
+    assert all(0.0 < w <= p for w, p in zip(s["trigger_to_res_written"], s["trigger_to_res"]))
+    # the station's clock was used (the write wakes the PLC, which may read before the writer
+    # takes its time: then the PLC's figure is the closer bound and is kept)
+    assert any(w < p for w, p in zip(s["trigger_to_res_written"], s["trigger_to_res"]))
+
+
+def test_pooled_runs_keep_the_p99_and_double_the_samples(bench_json, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r, _ = bench_json
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(r), encoding="utf-8")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_pool.py"
+    out = subprocess.run([sys.executable, str(tool), str(run), str(run)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    p99 = r["item2_trigger"]["trigger_to_res_ms"]["p99"]
+    assert f"p99 {p99:.2f} ms (80 parts)" in out  # two copies: same nearest-rank p99, twice the parts
+    assert "bare paced p99" in out and "(80 calls)" in out
 
 
 def test_precision_item_made_and_evaluated_int8(bench_json) -> None:

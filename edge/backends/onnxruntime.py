@@ -14,6 +14,7 @@ and answers the previous one while the model runs: the model's core never waits 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -31,12 +32,29 @@ if TYPE_CHECKING:
 
     from edge.settings import ModelSettings
 
+log = logging.getLogger("edgeqc.backends.onnxruntime")
+_warned_threads: set[tuple[int, int]] = set()
+
 
 def intra_op_threads(setting: int) -> int:
     """The ONNX Runtime intra-op thread count for ``model.intra_op_threads``: the setting itself,
     or :func:`default_intra_op_threads` for 0 (auto). Every session of the runtime and the bench
-    takes its number from here."""
-    return int(setting) or default_intra_op_threads()
+    takes its number from here.
+
+    A setting above the CPUs this process may use is kept (the config may be meant for another
+    box) with one WARNING: more compute threads than cores make each model call wait for the
+    others to be scheduled (the bench's ``--threads`` refuses such a number outright).
+    """
+    n = int(setting)
+    if not n:
+        return default_intra_op_threads()
+    cpus = usable_cpus()
+    if n > cpus and (n, cpus) not in _warned_threads:
+        _warned_threads.add((n, cpus))
+        log.warning("model.intra_op_threads = %d is more than the %d CPUs this process may use: ONNX Runtime's "
+                    "threads will wait for each other and for capture, PLC and outputs (0 = auto: %d here)",
+                    n, cpus, default_intra_op_threads(cpus))
+    return n
 
 
 def default_intra_op_threads(cpus: int | None = None) -> int:

@@ -19,7 +19,7 @@ Protocol (``python -m edge.bench.plc_process``), one JSON object per line:
 
     <- {"port": "/dev/pts/7"}                       (first line, once the pty exists)
     -> {"tag": "B000", "n": 200}
-    <- SimReport.to_dict() + {"latencies_ms": [...]}
+    <- SimReport.to_dict() + {"latencies_ms": [...], "sent_at": [[part id, monotonic s], ...]}
 
 EOF on stdin ends the child (it closes the pty).
 
@@ -142,6 +142,7 @@ def _child(argv: list[str]) -> int:
             rep = sim.run(timeout=n / rate_hz + answer_timeout_ms / 1000.0 + 10.0)
             out = rep.to_dict()
             out["latencies_ms"] = list(rep.latencies_ms)
+            out["sent_at"] = rep.sent_at
             sys.stdout.write(json.dumps(out) + "\n")
             sys.stdout.flush()
     return 0

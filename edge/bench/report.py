@@ -38,9 +38,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ok = None if trg is None or bare is None else trg <= bare + 3.0
     ci = _get(r, "item2_trigger", "p99_difference_ms", "ci")
     ci_text = f"; 90 % bootstrap interval {ci[0]:+} .. {ci[1]:+} ms" if ci and None not in ci else ""
+    written = _get(r, "item2_trigger", "trigger_to_res_written_ms", "p99")
+    written_text = (f"; to the RES written by the station {written} ms ({round(written - bare, 2):+} ms), "
+                    "the rest is the PLC's read" if written is not None and bare is not None else "")
     out.append(_check(f"trigger -> RES p99 at {rate} parts/s", ok,
-                      f"{trg} ms vs bare p99 {bare} ms ({round(trg - bare, 2):+} ms{ci_text})" if ok is not None
-                      else "not measured", "<= bare p99 + 3 ms"))
+                      f"{trg} ms vs bare p99 {bare} ms ({round(trg - bare, 2):+} ms{ci_text}{written_text})"
+                      if ok is not None else "not measured", "<= bare p99 + 3 ms, RES as read by the PLC"))
     alloc = _get(r, "preprocess_alloc")
     out.append(_check("no frame-sized allocation in preprocessing (steady state)",
                       None if alloc is None else bool(alloc["zero_frame_sized"]),
@@ -88,6 +91,11 @@ def _f(v: Any, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
+def _counts(d: Any) -> str:
+    """``{"TIMEOUT": 3}`` -> ``"TIMEOUT 3"``; empty or missing -> ``"none"``."""
+    return ", ".join(f"{k} {v}" for k, v in d.items()) if isinstance(d, dict) and d else "none"
+
+
 def format_table(r: dict[str, Any]) -> str:
     """Plain-text table of the headline figures and the target checks."""
     lines = [f"edgeqc bench: {r.get('model')} over {r.get('images')}",
@@ -111,7 +119,12 @@ def format_table(r: dict[str, Any]) -> str:
                   f"p50 {_f(t.get('p50'))} p99 {_f(t.get('p99'))} max {_f(t.get('max'))} ms",
                   (f"answered {_get(i2, 'plc', 'answered')}/{_get(i2, 'plc', 'triggers')}, missing "
                   f"{_get(i2, 'plc', 'missing')}, late {_get(i2, 'plc', 'late')}, fail-safe "
-                  f"{_get(i2, 'plc', 'failsafe')}")),
+                  f"{_counts(_get(i2, 'plc', 'failsafe'))}")),
+                 ("2 trigger->RES written (station)",
+                  (f"p50 {_f(_get(i2, 'trigger_to_res_written_ms', 'p50'))} p99 "
+                   f"{_f(_get(i2, 'trigger_to_res_written_ms', 'p99'))} max "
+                   f"{_f(_get(i2, 'trigger_to_res_written_ms', 'max'))} ms"),
+                  "TRG written -> RES in the port (the row above adds the PLC's read)"),
                  (f"2 bare ORT paced at {i2.get('rate_hz')}/s ({b.get('count')} runs)",
                   f"p50 {_f(b.get('p50'))} p99 {_f(b.get('p99'))} max {_f(b.get('max'))} ms",
                   (f"counting the wait behind a stalled call; the call alone p50 "
@@ -149,7 +162,7 @@ def format_table(r: dict[str, Any]) -> str:
                           f"{_f(_get(v, 'stages_ms', 'preprocess', 'p50'))} ms")))
     if dec:
         rows.append(("5 JPEG/PNG decode (not in the above)", f"{_f(_get(dec, 'decode_ms', 'p50'))} ms/frame",
-                     f"frames {dec.get('frame_shapes_top')}"))
+                     "commonest frame sizes " + ", ".join(f"{k} x{v}" for k, v in (dec.get("frame_shapes_top") or {}).items())))
     m6 = r.get("item6_memory") or {}
     if m6:
         tr = m6.get("trigger_run") or {}

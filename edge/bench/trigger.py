@@ -9,6 +9,11 @@ read the ``RES`` line). No socat pair here: a relay process adds two process wak
 telegram (simulator -> socat -> station, and back) that a real UART does not have (echo over
 each, 600 round trips at 20 Hz: socat p50 0.42 / p99 2.8-3.3 ms, direct pty p50 0.30-0.34 / p99
 1.4-2.1 ms), and the target is about the station's own latency.
+Two clocks per part: the simulator's own (``TRG`` written -> ``RES`` read by the PLC, which
+includes the PLC process's wake-up to read it) and the station's answer time (``TRG`` written ->
+``RES`` written into the port, :class:`AnswerClock`): what the station owes the line; the PLC's
+read latency is the PLC's (a real one reads its UART in its own scan cycle). The target is
+checked on the second, the first is reported beside it.
 The run is cut into blocks; after each block the station idles while the bare session runs the
 same number-per-second of batch-1 inferences on pre-made tensors, so both distributions come
 from the same minutes of machine load. Both sides time from when the part was due: the simulator
@@ -22,6 +27,7 @@ does the whole preprocessing).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from array import array
 from collections import defaultdict
@@ -39,6 +45,61 @@ BARE_TOTAL_MAX_S = 300.0  # s: up to 5 minutes both p99s come from the same numb
 STAGES = ("capture", "preprocess", "infer", "decide", "plc", "total")
 
 
+class AnswerClock:
+    """Bench instrument: when each part's ``RES`` left the station, on the machine's monotonic clock.
+
+    Wraps the station's :meth:`edge.parts.PartTracker.answer` (every answer, real or fail-safe,
+    goes through it; ``Part.t_answer`` is taken right after ``send()`` returned) and the link's
+    queueing :meth:`edge.plc.link.PlcLink.send`. On the usual path (``PlcLink.send_now``) ``send()``
+    returns once the bytes are in the port: ``t_answer`` is "RES written". When the telegram went
+    to the writer thread's queue instead, ``t_answer`` is only when it was queued: such parts are
+    listed in :attr:`queued` and the bench uses the PLC's own arrival time for them (an upper
+    bound). Both processes read CLOCK_MONOTONIC (system-wide: clock_gettime(2)), so
+    ``at[pid] - sent_at`` (simulator: just before the ``TRG`` write) is the station's answer time.
+    """
+
+    def __init__(self, tracker: Any, link: Any) -> None:
+        self.at: dict[str, float] = {}
+        self.queued: set[str] = set()
+        self._local = threading.local()  # per thread: did this answer's send() go to the queue?
+        self._answer = tracker.answer
+        tracker.answer = self._answered
+        if link is not None:
+            self._send = link.send
+            link.send = self._sent_queued
+
+    def _sent_queued(self, telegram: bytes) -> bool:
+        self._local.queued = True
+        ok: bool = self._send(telegram)
+        return ok
+
+    def _answered(self, part: Any, send: Any, cause: str | None = None) -> bool:
+        self._local.queued = False
+        ok: bool = self._answer(part, send, cause)
+        if ok and part.t_answer is not None:
+            self.at[part.part_id] = part.t_answer
+            if self._local.queued:
+                self.queued.add(part.part_id)
+        return ok
+
+    def station_ms(self, sent_at: Sequence[Sequence[Any]], plc_ms: Sequence[float]) -> tuple[list[float], int]:
+        """``TRG`` written -> ``RES`` written (ms) for each answer the PLC timed; a part whose RES
+        was queued (or not seen here) keeps the PLC's figure. Returns (latencies, parts kept)."""
+        out: list[float] = []
+        kept = 0
+        for (pid, t_sent), plc in zip(sent_at, plc_ms):
+            t = self.at.pop(pid, None)
+            if t is None or pid in self.queued:
+                out.append(plc)
+                kept += 1
+            else:
+                # t_answer is taken after the write returned; the write wakes the PLC, which may
+                # read (and time) the RES before the writing thread runs again: then the read
+                # instant is the closer bound on "written"
+                out.append(min(plc, 1000.0 * (t - t_sent)))
+        return out, kept
+
+
 def _wait_link(station: Any, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -54,7 +115,9 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     """Run the trigger-mode station for ``duration_s`` (plus a short uncounted warm-up).
 
     Returns:
-        JSON-ready dict: ``trigger_to_res_ms`` (simulator), ``bare_paced_ms`` (bare inference at
+        JSON-ready dict: ``trigger_to_res_ms`` (simulator: ``TRG`` written -> ``RES`` read by the
+        PLC), ``trigger_to_res_written_ms`` (-> ``RES`` written by the station: :class:`AnswerClock`),
+        ``samples_ms`` (every sample of both and of the bare side), ``bare_paced_ms`` (bare inference at
         the same rate, response time counting the wait behind a stalled call: see
         :meth:`~edge.bench.bare.BareSession.paced`), ``bare_paced_call_ms`` (the calls alone), ``stages_ms`` (edge-side per-part stages), ``sinks_ms`` (outputs thread),
         ``plc`` counts (answered, missing, late, duplicates, fail-safe), ``rss`` (growth over the
@@ -70,6 +133,8 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
     bare_per_block = max(1, round(min(duration_s, BARE_TOTAL_MAX_S) * rate_hz / nblocks))
     answer_timeout_ms = s.plc.deadline_ms + 250.0
     sim_lat = array("d")
+    res_written = array("d")
+    res_queued = 0
     bare_lat = array("d")
     bare_call = array("d")
     plc: dict[str, Any] = defaultdict(int)
@@ -83,6 +148,7 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         station = Station(s, plc_port=plc_proc.port)
         try:
             insp = station.inspector
+            clock = AnswerClock(insp.tracker, station.link)
             insp.sinks[:] = [TimedSink(type(k).__name__.lower(), k, times) for k in insp.sinks] + [counter]
             if not prepare:  # Station prepares model tensors in the reader thread; here: not
                 station.source.prepare = None
@@ -102,6 +168,9 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
                 t0 = time.monotonic()
                 rep = sim_block(f"B{b:03d}", parts_per_block)
                 sim_lat.extend(rep.latencies_ms)
+                written, queued = clock.station_ms(rep.sent_at, rep.latencies_ms)
+                res_written.extend(written)
+                res_queued += queued
                 for key in ("missing", "duplicates", "unexpected", "late"):
                     plc[key] += len(getattr(rep, key))
                 plc["triggers"] += rep.triggers_sent
@@ -129,9 +198,17 @@ def trigger_run(settings: Settings, bare: BareSession, tensors: Sequence[np.ndar
         "rate_hz": rate_hz, "duration_s": round(t_run1 - t_run0, 1), "blocks": blocks,
         "prepared_in_capture_thread": prepare,
         "trigger_to_res_ms": summary(sim_lat),
+        "trigger_to_res_written_ms": summary(res_written),
+        "res_written_from_plc_figure": res_queued,
+        # every sample, so runs can be pooled (tools/bench_pool.py): a p99 from one run's few
+        # thousand samples moves by several ms between runs here
+        "samples_ms": {"trigger_to_res": [round(x, 3) for x in sim_lat],
+                       "trigger_to_res_written": [round(x, 3) for x in res_written],
+                       "bare_paced": [round(x, 3) for x in bare_lat]},
         "bare_paced_ms": summary(bare_lat),
         "bare_paced_call_ms": summary(bare_call),
         "p99_difference_ms": percentile_difference_ci(sim_lat, bare_lat),
+        "p99_difference_written_ms": percentile_difference_ci(res_written, bare_lat),
         "stages_ms": stages,
         "sinks_ms": {k: summary(v) for k, v in times.items() if k != "counter"},
         "plc": plc_out,

@@ -107,6 +107,10 @@ class SimReport:
     duration_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    sent_at: list[tuple[str, float]] = field(default_factory=list, repr=False)
+    """``(part id, time.monotonic() s just before its TRG was written)`` of each answer in
+    ``latencies_ms`` (same order): lets a caller on the same machine pair a part with the edge's
+    own "RES written" instant (``edgeqc bench``); CLOCK_MONOTONIC is system-wide."""
 
     @property
     def heartbeats(self) -> int:
@@ -136,7 +140,7 @@ class SimReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (latencies summarised, not listed)."""
-        d = {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("latencies_ms", "sent_at")}
         d["heartbeats"] = self.heartbeats
         d["latency_ms"] = self.latency_summary()
         d["ok"] = self.ok
@@ -453,7 +457,8 @@ class PlcSimulator:
                 r.unexpected.append(tel.part_id)
                 self._event(f"{text} UNEXPECTED")
             return
-        latency = (now - q.popleft()) * 1000
+        t_sent = q.popleft()
+        latency = (now - t_sent) * 1000
         if not q:
             del self._outstanding[tel.part_id]
         r.verdicts[tel.code] = r.verdicts.get(tel.code, 0) + 1
@@ -466,4 +471,5 @@ class PlcSimulator:
         r.answered += 1
         if len(r.latencies_ms) < _MAX_LATENCIES:
             r.latencies_ms.append(latency)
+            r.sent_at.append((tel.part_id, t_sent))
         self._event(f"{text} {latency:.1f} ms")
