@@ -1,7 +1,8 @@
 """A free-run station fed block by block from memory: the "full pipeline" of ``edgeqc bench``.
 
 Same components as :class:`edge.app.Station` (the :class:`~edge.inspection.Inspector`, a
-:class:`~edge.plc.link.PlcLink` on a direct pty whose master a listen-only PLC simulator reads, the
+:class:`~edge.plc.link.PlcLink` on a direct pty whose master a listen-only PLC simulator reads in a
+process of its own (:mod:`edge.bench.plc_process`), the
 ZeroMQ :class:`~edge.publish.Publisher`, :class:`~edge.metrics.MetricsSink`,
 :class:`~edge.archive.RejectArchive`), wired the same way, but the frames come from a gated
 :class:`~edge.capture.memory.MemorySource` (decoded beforehand, as a camera delivers them), so a
@@ -108,7 +109,8 @@ class FreeRunRig:
         settings: bench settings (``plc.mode`` is forced to ``free_run``).
         backend: an open backend (ONNX Runtime, or noop for the overhead item).
         items: decoded frames to cycle through.
-        plc: put the PLC link on a direct pty (RES,<seq> telegrams read by a listen-only simulator).
+        plc: put the PLC link on a direct pty (RES,<seq> telegrams read by a listen-only simulator
+            in a child process).
         prepare: the source's capture thread turns each frame into the model tensor
             (``edge.preprocess.Fitter(spec, tensor=True)``), as :class:`edge.app.Station` does.
     """
@@ -124,7 +126,8 @@ class FreeRunRig:
         self.settings = s
         self.times = samples()
         self._closers: list[Any] = []
-        self.pty = self.sim = self.link = None
+        self.sim = self.link = None
+        self.plc_report: Any = None
         try:
             self.source = MemorySource(items, gated=True)
             if prepare:  # resize + conversion in the capture thread, as Station does
@@ -139,15 +142,15 @@ class FreeRunRig:
             self._closers.append(self.archive.close)
             send = None
             if plc:
+                from edge.bench.plc_process import PlcProcess
                 from edge.plc.link import PlcLink
-                from edge.plc.pty import DirectPty
-                from edge.plc.simulator import PlcSimulator
 
-                self.pty = DirectPty()  # no socat relay process taking CPU on every RES
-                self._closers.append(self.pty.close)
-                self.sim = PlcSimulator(self.pty.master, rate_hz=1.0, count=0, duration_s=10**6).start()
+                # the PLC in a process of its own on a direct pty (no socat relay): as a thread here
+                # it took CPU and the GIL from the pipeline it measures
+                self.sim = PlcProcess(listen=True)
                 self._closers.append(self.sim.close)
-                self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.pty.path,
+                self._closers.append(self._finish_plc)
+                self.link = PlcLink(s.plc, on_trigger=lambda *_: None, port=self.sim.port,
                                     health=lambda: self.inspector.healthy())
                 send = self.link.send_now
             self.counter = Counter()
@@ -203,9 +206,13 @@ class FreeRunRig:
                 fn()
             except Exception:  # closing is best effort
                 log.debug("bench: closing %s failed", fn, exc_info=True)
-        if self.sim is not None:
-            out["plc_free_run_results"] = self.sim.report.free_run_results
+        if self.plc_report is not None:
+            out["plc_free_run_results"] = self.plc_report.free_run_results
         return out
+
+    def _finish_plc(self) -> None:
+        if self.sim is not None:
+            self.plc_report = self.sim.finish()
 
     def __enter__(self) -> Self:
         return self

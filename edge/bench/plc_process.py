@@ -21,7 +21,11 @@ Protocol (``python -m edge.bench.plc_process``), one JSON object per line:
     -> {"tag": "B000", "n": 200}
     <- SimReport.to_dict() + {"latencies_ms": [...], "sent_at": [[part id, monotonic s], ...]}
 
-EOF on stdin ends the child (it closes the pty).
+EOF on stdin ends the child (it closes the pty). ``python -m edge.bench.plc_process listen``: a
+listen-only PLC for the free-run pipeline (items 1 and 5): it counts the ``RES`` lines until EOF
+on stdin, then writes ``SimReport.to_dict()`` (``free_run_results``) and exits. As a thread of the
+bench it took ~0.16 ms of CPU per frame of the bench's own process and competed for its GIL
+(docs/performance.md, "Session 6"): the PLC's cost, not the product's.
 
 Sources: :mod:`subprocess` (pipes, line buffering); the GIL switch interval:
 ``sys.setswitchinterval`` in the Python library reference; pty(7).
@@ -47,6 +51,7 @@ class PlcProcess:
 
     Args:
         rate_hz: triggers per second. answer_timeout_ms: how long it waits for each RES (ms).
+        listen: a listen-only PLC instead (counts ``RES`` lines; :meth:`finish` returns the count).
         start_timeout: s to wait for the child's first line (its pty path).
 
     Attributes:
@@ -58,8 +63,10 @@ class PlcProcess:
             (the child is killed before ``__init__`` raises).
     """
 
-    def __init__(self, *, rate_hz: float, answer_timeout_ms: float, start_timeout: float = START_TIMEOUT_S) -> None:
-        cmd = [sys.executable, "-m", "edge.bench.plc_process", repr(rate_hz), repr(answer_timeout_ms)]
+    def __init__(self, *, rate_hz: float = 0.0, answer_timeout_ms: float = 0.0, listen: bool = False,
+                 start_timeout: float = START_TIMEOUT_S) -> None:
+        args = ["listen"] if listen else [repr(rate_hz), repr(answer_timeout_ms)]
+        cmd = [sys.executable, "-m", "edge.bench.plc_process", *args]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         try:
             stdout = self._pipes()[1]
@@ -89,6 +96,18 @@ class PlcProcess:
             return SimpleNamespace(**json.loads(line))
         except (ValueError, TypeError) as exc:
             raise RuntimeError(f"PLC simulator process sent {line[:200]!r}: {exc}") from None
+
+    def finish(self) -> Any:
+        """Listen-only child: end it and return its report (``free_run_results`` = ``RES`` lines
+        counted). Raises RuntimeError if it died or sent no report."""
+        stdin, stdout = self._pipes()
+        stdin.close()
+        line = stdout.readline()
+        self._proc.wait(timeout=10)
+        stdout.close()
+        if not line:
+            raise RuntimeError(f"PLC listener process exited (status {self._proc.poll()}) without a report")
+        return SimpleNamespace(**json.loads(line))
 
     def _pipes(self) -> tuple[IO[str], IO[str]]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -128,6 +147,8 @@ def _child(argv: list[str]) -> int:
     from edge.plc.pty import DirectPty
     from edge.plc.simulator import PlcSimulator
 
+    if argv[:1] == ["listen"]:
+        return _listen()
     rate_hz, answer_timeout_ms = float(argv[0]), float(argv[1])
     with DirectPty() as pty:
         sys.stdout.write(json.dumps({"port": pty.path}) + "\n")
@@ -145,6 +166,23 @@ def _child(argv: list[str]) -> int:
             out["sent_at"] = rep.sent_at
             sys.stdout.write(json.dumps(out) + "\n")
             sys.stdout.flush()
+    return 0
+
+
+def _listen() -> int:
+    """Listen-only PLC (the free-run pipeline's ``RES,<seq>`` lines are counted) until EOF on stdin;
+    then one report line."""
+    from edge.plc.pty import DirectPty
+    from edge.plc.simulator import PlcSimulator
+
+    with DirectPty() as pty:
+        sys.stdout.write(json.dumps({"port": pty.path}) + "\n")
+        sys.stdout.flush()
+        sim = PlcSimulator(pty.master, rate_hz=1.0, count=0, duration_s=10**6).start()
+        sys.stdin.read()
+        rep = sim.close()
+        sys.stdout.write(json.dumps(rep.to_dict()) + "\n")
+        sys.stdout.flush()
     return 0
 
 
