@@ -47,6 +47,8 @@ ROWS: list[tuple[str, Any]] = [
      lambda r: f"{g(r, 'item1_bare_vs_pipeline', 'throughput_ratio_of_totals')}; "
                f"{g(r, 'item1_bare_vs_pipeline', 'cpu_efficiency_ratio')}"),
     ("2 **trigger→RES** p50 / p99 / max (ms)", lambda r: pct(g(r, "item2_trigger", "trigger_to_res_ms"))),
+    ("2 trigger→RES written by the station p50 / p99 / max (ms) (session 6 on)",
+     lambda r: pct(g(r, "item2_trigger", "trigger_to_res_written_ms")) if g(r, "item2_trigger", "trigger_to_res_written_ms") else "—"),
     ("2 bare paced p50 / p99 / max (ms), counting waits behind a stalled call", lambda r: pct(g(r, "item2_trigger", "bare_paced_ms"))),
     ("2 bare paced, the call alone (before session 5: the reference)",
      lambda r: pct(g(r, "item2_trigger", "bare_paced_call_ms")) if g(r, "item2_trigger", "bare_paced_call_ms") else "—"),
@@ -57,6 +59,9 @@ ROWS: list[tuple[str, Any]] = [
     ("2 p99 difference, 90 % bootstrap interval (ms)",
      lambda r: "—" if not g(r, "item2_trigger", "p99_difference_ms", "ci")
      else " .. ".join(f"{v:+.1f}" for v in g(r, "item2_trigger", "p99_difference_ms", "ci"))),
+    ("2 p99 difference to the RES written (station's clock)",
+     lambda r: "—" if g(r, "item2_trigger", "p99_difference_written_ms", "value") is None
+     else f"{g(r, 'item2_trigger', 'p99_difference_written_ms', 'value'):+.1f} ms"),
     ("2 p50 difference", lambda r: f"{round(g(r, 'item2_trigger', 'trigger_to_res_ms', 'p50') - g(r, 'item2_trigger', 'bare_paced_ms', 'p50'), 1):+} ms"),
     ("2 parts answered / sent; missing, late, fail-safe",
      lambda r: f"{g(r, 'item2_trigger', 'plc', 'answered')}/{g(r, 'item2_trigger', 'plc', 'triggers')}; "
