@@ -512,6 +512,15 @@ def _check_model(settings: Any, who: Identity) -> list[Problem]:
                         "build an engine on this device with `edgeqc build` and point model.path at it, or "
                         "set model.backend = \"onnxruntime\"")]
     out: list[Problem] = []
+    if not is_engine and m.intra_op_threads:
+        from edge.backends.onnxruntime import default_intra_op_threads, usable_cpus
+
+        cpus = usable_cpus()
+        if m.intra_op_threads > cpus:
+            out.append(Problem("model.intra_op_threads",
+                               f"{m.intra_op_threads} is more than the {cpus} CPUs this process may use "
+                               f"(the runtime uses {cpus}: more threads than cores make every model call wait)",
+                               f"set 0 (auto: {default_intra_op_threads(cpus)} here) or at most {cpus}", "warning"))
     if is_engine:
         out += _check_engine(path)
         if out:

@@ -95,7 +95,7 @@ class ModelSettings(_Section):
     mean: tuple[float, float, float] | None = Field(None, description="Per-channel mean subtracted after scaling (model channel order).")
     std: tuple[float, float, float] | None = Field(None, description="Per-channel std divided after mean subtraction (model channel order).")
     output: Literal["auto", "logits", "probabilities"] = Field("auto", description="What the model outputs; auto detects a final Softmax.")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = auto: one core fewer than the CPUs this process may use (1..4), the free core runs capture, PLC and outputs.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = auto: one core fewer than the CPUs this process may use (1..4), the free core runs capture, PLC and outputs. More than the usable CPUs is lowered to that count (warning).")
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description=(
             "CPU (ONNX Runtime) only: with a '<name>.int8.onnx' beside the model, auto runs whichever is faster "

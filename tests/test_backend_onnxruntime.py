@@ -263,19 +263,21 @@ def test_auto_intra_op_threads_leave_a_core(cpus, threads) -> None:
     assert default_intra_op_threads(cpus) == threads
 
 
-def test_zero_threads_means_auto(tmp_path) -> None:
+def test_zero_threads_means_auto(tmp_path, monkeypatch) -> None:
     import os
 
+    from edge.backends import onnxruntime as ortb
     from edge.backends.onnxruntime import default_intra_op_threads
 
     path = make_classifier(tmp_path / "tiny.onnx")
     with OnnxRuntimeBackend(ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8))) as be:
         assert be.intra_op_threads == default_intra_op_threads(len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(ortb, "usable_cpus", lambda: 8)  # a set number within the CPUs is kept as is
     with OnnxRuntimeBackend(ModelSettings(path=str(path), labels=FIVE, input_size=(8, 8), intra_op_threads=3)) as be:
         assert be.intra_op_threads == 3
 
 
-def test_threads_above_the_cpu_count_are_kept_with_one_warning(monkeypatch, caplog) -> None:
+def test_threads_above_the_cpu_count_are_lowered_with_one_warning(monkeypatch, caplog) -> None:
     import logging
 
     from edge.backends import onnxruntime as ortb
@@ -285,8 +287,8 @@ def test_threads_above_the_cpu_count_are_kept_with_one_warning(monkeypatch, capl
     with caplog.at_level(logging.WARNING, logger="edgeqc.backends.onnxruntime"):
         assert ortb.intra_op_threads(2) == 2
         assert not caplog.records
-        assert ortb.intra_op_threads(8) == 8
-        assert ortb.intra_op_threads(8) == 8  # the same number again: no second line
+        assert ortb.intra_op_threads(8) == 2  # lowered to the CPU count
+        assert ortb.intra_op_threads(8) == 2  # the same number again: no second line
     assert len(caplog.records) == 1
-    assert "model.intra_op_threads = 8 is more than the 2 CPUs" in caplog.records[0].getMessage()
+    assert "model.intra_op_threads = 8 is more than the 2 CPUs this process may use: using 2" in caplog.records[0].getMessage()
     assert "0 = auto: 1 here" in caplog.records[0].getMessage()

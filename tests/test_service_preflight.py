@@ -273,3 +273,14 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert out[-1] == "preflight: 1 error(s), 0 warning(s)"
     assert main(["preflight", "--config", str(good), "--user", "no-such-user-xyz", "--unit", ""]) == 1
     assert "no user 'no-such-user-xyz'" in capsys.readouterr().err
+
+
+def test_more_model_threads_than_cpus_is_a_warning_naming_the_field(tmp_path: Path) -> None:
+    from edge.backends.onnxruntime import usable_cpus
+
+    cpus = usable_cpus()
+    p = only(preflight(base(tmp_path, model={"intra_op_threads": cpus + 97}), unit_path=None))
+    assert (p.field, p.severity) == ("model.intra_op_threads", "warning")
+    assert p.problem.startswith(f"{cpus + 97} is more than the {cpus} CPUs this process may use (the runtime uses {cpus}")
+    assert f"or at most {cpus}" in p.fix
+    assert preflight(base(tmp_path, model={"intra_op_threads": cpus}), unit_path=None) == []
