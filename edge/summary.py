@@ -4,7 +4,10 @@ Definitions (as in the shared model cards): top-1 accuracy = predicted label == 
 defect escape rate = defective parts (true label not a pass class) that got a *pass* verdict /
 all defective parts; false reject rate = good parts (true label a pass class) that got a *fail*
 verdict / all good parts. Escape and false reject are counted on verdicts, i.e. what the PLC was
-told; with ``decision.min_pass_probability = 0`` they equal the cards' argmax figures.
+told; with ``decision.min_pass_probability = 0`` they equal the cards' argmax figures. A
+fail-safe answer with its image counts (a good part rejected fail-safe is a false reject). Left out,
+and listed under the rates: fail-safe answers given before a frame was taken (no image, no true
+label) and images under folders that are not model labels (``ok/``, ``good/``: no truth to compare).
 
 The capture counters (``summary["capture"]``, :func:`capture_summary`) come from the frame
 source (:attr:`edge.capture.FrameSource.stats`): ``frames`` handed out, ``corrupt`` image files
@@ -53,6 +56,10 @@ class RunSummary:
         self.lat_plc: deque[float] = deque(maxlen=_MAX_SAMPLES)
         self.confusion: Counter[tuple[str, str]] = Counter()
         self.truth_good = self.truth_bad = self.false_rejects = self.escapes = 0
+        # replayed parts the rates cannot count: a fail-safe answer given before a frame was
+        # taken (no image, so no true label), and images under a folder that is not a model label
+        self.failsafe_unlabelled = 0
+        self.truth_not_a_label: Counter[str] = Counter()
 
     def add(self, r: InspectionResult) -> None:
         with self._lock:
@@ -68,7 +75,9 @@ class RunSummary:
                 self.lat_total.append(r.latency_ms["total"])
             if "plc" in r.latency_ms:
                 self.lat_plc.append(r.latency_ms["plc"])
-            if r.truth is not None:
+            if r.truth is not None and r.labels and r.truth not in r.labels:
+                self.truth_not_a_label[r.truth] += 1
+            elif r.truth is not None:
                 self.confusion[(r.truth, r.verdict.label if not r.failsafe else r.failsafe)] += 1
                 if r.truth in self.pass_classes:
                     self.truth_good += 1
@@ -76,6 +85,8 @@ class RunSummary:
                 else:
                     self.truth_bad += 1
                     self.escapes += int(r.verdict.passed)
+            elif r.failsafe:
+                self.failsafe_unlabelled += 1
 
     def parts_per_min(self, window_s: float | None = None) -> float:
         el = (self.t_last or time.monotonic()) - self.t_start
@@ -117,6 +128,10 @@ class RunSummary:
                     "defect_escape_rate": round(self.escapes / self.truth_bad, 6) if self.truth_bad else None,
                     "confusion": {f"{t}->{p}": c for (t, p), c in sorted(self.confusion.items())},
                 }
+            if n or self.truth_not_a_label:
+                out.setdefault("ground_truth", {"images": 0})
+                out["ground_truth"]["failsafe_without_image"] = self.failsafe_unlabelled
+                out["ground_truth"]["folders_not_labels"] = dict(self.truth_not_a_label)
             return out
 
 
@@ -148,7 +163,7 @@ def format_summary(d: dict[str, Any]) -> str:
             v = d[key]
             lines.append(f"latency {name}: p50 {v['p50']:.1f} ms  p99 {v['p99']:.1f} ms  max {v['max']:.1f} ms")
     gt = d.get("ground_truth")
-    if gt:
+    if gt and gt.get("images"):
         fr = gt["false_reject_rate"]
         es = gt["defect_escape_rate"]
         lines.append(
@@ -159,4 +174,10 @@ def format_summary(d: dict[str, Any]) -> str:
             lines.append(f"  false reject rate {100 * fr:.2f} % ({gt['false_rejects']}/{gt['good_parts']})")
         if es is not None:
             lines.append(f"  defect escape rate {100 * es:.2f} % ({gt['defect_escapes']}/{gt['defective_parts']})")
+    if gt and gt.get("failsafe_without_image"):
+        lines.append(f"  not in these rates: {gt['failsafe_without_image']} fail-safe answers given before a frame "
+                     "was taken (no image, no true label; all rejected at the PLC)")
+    if gt and gt.get("folders_not_labels"):
+        folders = ", ".join(f"{k} ({v})" for k, v in sorted(gt["folders_not_labels"].items()))
+        lines.append(f"  not in these rates: images under folders that are not model labels: {folders}")
     return "\n".join(lines)

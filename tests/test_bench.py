@@ -85,18 +85,40 @@ def test_trigger_run_answers_every_part(bench_json) -> None:
 
 
 def test_pooled_runs_keep_the_p99_and_double_the_samples(bench_json, tmp_path) -> None:
+    import copy
     import subprocess
     import sys
 
     r, _ = bench_json
-    run = tmp_path / "run.json"
-    run.write_text(json.dumps(r), encoding="utf-8")
     tool = Path(__file__).resolve().parents[1] / "tools" / "bench_pool.py"
-    out = subprocess.run([sys.executable, str(tool), str(run), str(run)], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+
+    def pool(*files: Path | str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(tool), *map(str, files)], capture_output=True, text=True,
+                              timeout=120)
+
+    quick = tmp_path / "quick.json"
+    quick.write_text(json.dumps(r), encoding="utf-8")
+    runs = []
+    for i in range(2):  # two "measurement" runs with the same samples (started at different times)
+        other = copy.deepcopy(r)
+        other["sizes"]["quick"] = False
+        other["started"] = f"2026-11-30T10:0{i}:00+0000"
+        runs.append(tmp_path / f"run{i}.json")
+        runs[-1].write_text(json.dumps(other), encoding="utf-8")
+    out = pool(runs[0], runs[1], runs[1], quick)
+    assert out.returncode == 0, out.stderr
     p99 = r["item2_trigger"]["trigger_to_res_ms"]["p99"]
-    assert f"p99 {p99:.2f} ms (80 parts)" in out  # two copies: same nearest-rank p99, twice the parts
-    assert "bare paced p99" in out and "(80 calls)" in out
+    assert f"p99 {p99:.2f} ms (80 parts)" in out.stdout  # two runs: same nearest-rank p99, twice the parts
+    assert "bare paced p99" in out.stdout and "(80 calls)" in out.stdout
+    assert f"{runs[1]}: the same run as {runs[1]}" in out.stderr and f"{quick}: a --quick run" in out.stderr
+    assert pool(quick).returncode == 1  # nothing left to pool
+    bad = tmp_path / "bad.json"
+    for content, says in (("not json", "not JSON"), ("[1, 2]", "top level is list")):
+        bad.write_text(content, encoding="utf-8")
+        res = pool(bad)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
+    res = pool(tmp_path / "missing.json")
+    assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_precision_item_made_and_evaluated_int8(bench_json) -> None:

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Item 2 of several ``edgeqc bench --json`` runs pooled: trigger -> RES p99 vs bare p99.
 
-Usage: tools/bench_pool.py run1.json run2.json ...   (project venv: uses edge.bench.measure)
+Usage: .venv/bin/python tools/bench_pool.py run1.json run2.json ...   (imports edge.bench.measure)
 
 Why: on these guests one run's p99 difference has a 90 % bootstrap interval about +-4 ms wide
 (a p99 from 6 000 samples sits in the tail of host stalls), wider than the 3-ms margin of the
 target. Each run measures both sides in the same minutes (alternating blocks, equal counts), so
 pooling the runs' samples keeps the pairing and narrows the interval about as 1/sqrt(runs).
-Runs from before the bench kept its samples (``item2_trigger.samples_ms``) are skipped.
+Skipped, with a line on stderr: runs from before the bench kept its samples
+(``item2_trigger.samples_ms``), ``--quick`` runs (a correctness run, not a measurement) and the
+same run given twice. Exit status: 0 pooled, 1 nothing to pool, 2 a file that is not a bench JSON.
 """
 
 from __future__ import annotations
@@ -15,22 +17,55 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from edge.bench.measure import percentile, percentile_difference_ci
+try:
+    from edge.bench.measure import percentile, percentile_difference_ci
+except ImportError as exc:  # run with a Python that has edgeqc installed
+    sys.exit(f"bench_pool: {exc}: run it with the project's Python, e.g. .venv/bin/python tools/bench_pool.py")
+
+
+def _fail(msg: str) -> None:
+    print(f"bench_pool: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _load(arg: str) -> dict[str, Any]:
+    """The bench JSON at ``arg``; exit 2 with one line when it is not one."""
+    run: Any = None
+    try:
+        run = json.loads(Path(arg).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{arg}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+    except json.JSONDecodeError as exc:
+        _fail(f"{arg}: not JSON ({exc})")
+    if not isinstance(run, dict):
+        _fail(f"{arg}: not an edgeqc bench JSON (top level is {type(run).__name__}, expected an object)")
+    return run  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
-        return 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
     pooled: dict[str, list[float]] = {"trigger_to_res": [], "trigger_to_res_written": [], "bare_paced": []}
     used = []
+    seen: dict[tuple[Any, Any], str] = {}
     for arg in argv:
-        run = json.loads(Path(arg).read_text(encoding="utf-8"))
+        run = _load(arg)
         samples = (run.get("item2_trigger") or {}).get("samples_ms")
-        if not samples:
-            print(f"{arg}: no item2_trigger.samples_ms (older bench or --quick without item 2): skipped", file=sys.stderr)
+        if not isinstance(samples, dict) or not samples.get("trigger_to_res"):
+            print(f"{arg}: no item2_trigger.samples_ms (not a bench JSON, or from before session 6): skipped",
+                  file=sys.stderr)
             continue
+        if (run.get("sizes") or {}).get("quick"):
+            print(f"{arg}: a --quick run (a correctness run, not a measurement): skipped", file=sys.stderr)
+            continue
+        key = (run.get("started"), run.get("command"))
+        if key in seen:
+            print(f"{arg}: the same run as {seen[key]} (started {key[0]}): skipped", file=sys.stderr)
+            continue
+        seen[key] = arg
         used.append(f"{arg} ({len(samples['trigger_to_res'])} parts)")
         for k, xs in pooled.items():
             xs.extend(samples.get(k) or [])
