@@ -364,3 +364,24 @@ def test_trigger_work_runs_in_reader_while_the_port_is_still_read(pair: PtyPair)
     assert ran_in[0].startswith("plc-reader-")
     assert (got[3].part_id, got[3].code, got[3].label) == ("W1", "F", "crack")
     assert link.stats["naks_sent"] == 1 and link.stats["pings"] == 1
+
+
+def test_a_ping_flood_never_crowds_out_a_result(pair: PtyPair) -> None:
+    """600 PINGs, then a TRG, while the writer is held up: the PONGs fill only half the write
+    queue (the rest shed and counted), so the RES still goes out."""
+    link, answer, _ = open_link(pair.b)
+    with link, serial.serial_for_url(pair.a, timeout=0.2) as plc:
+        assert wait_for(lambda: link.state == "ok")
+        with link._port_lock:  # the writer cannot write: everything the link sends waits in its queue
+            plc.write(encode_ping() * 600 + encode_trigger("FLOOD1", False))
+            assert wait_for(lambda: len(answer.triggers) == 1 and link.stats["pings"] == 600)
+        lines: list[bytes] = []
+        splitter = LineSplitter()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any(x.startswith(b"RES,FLOOD1,") for x in lines):
+            lines += [x for x in splitter.feed(plc.read(4096)) if isinstance(x, bytes)]
+        pongs = sum(x.startswith(b"PONG") for x in lines)
+        assert any(x.startswith(b"RES,FLOOD1,") for x in lines)  # before the fix: dropped, queue full
+        assert 100 <= pongs <= 128  # half the 256-telegram queue (a heartbeat may take a place)
+        st = link.stats
+        assert st["dropped"] == 600 - pongs and st["dropped_results"] == 0

@@ -481,7 +481,7 @@ class PlcLink:
                 continue
             if isinstance(tel, Ping):
                 self._count("pings")
-                self.send(encode_pong())
+                self._reply(encode_pong())
             elif isinstance(tel, Trigger):
                 self._count("triggers")
                 try:
@@ -498,7 +498,18 @@ class PlcLink:
         with self._lock:
             self.naks_by_reason[err.reason] += 1
         self._warn_limited("NAK %s for PLC telegram %r: %s", err.reason, line[:80], err.detail)
-        self.send(encode_nak(err.reason))
+        self._reply(encode_nak(err.reason))
+
+    def _reply(self, telegram: bytes) -> None:
+        """Queue a PONG or NAK unless the write queue is half full: the other half is kept for
+        RES telegrams. A PLC that floods PINGs or garbage (a PONG is longer than a PING) must not
+        fill the queue and get a part's RES dropped (fresh-user test: 500 PINGs back to back, the
+        queue full of PONGs). A reply shed here is counted in ``dropped`` and logged."""
+        waiting = self._queue.qsize()
+        if waiting >= self._queue.maxsize // 2:
+            self._drop(telegram, f"write queue half full ({waiting}/{self._queue.maxsize}), the rest kept for RES")
+            return
+        self.send(telegram)
 
     def _writer(self) -> None:
         while True:
