@@ -382,6 +382,7 @@ def test_a_ping_flood_never_crowds_out_a_result(pair: PtyPair) -> None:
             lines += [x for x in splitter.feed(plc.read(4096)) if isinstance(x, bytes)]
         pongs = sum(x.startswith(b"PONG") for x in lines)
         assert any(x.startswith(b"RES,FLOOD1,") for x in lines)  # before the fix: dropped, queue full
-        assert 100 <= pongs <= 128  # half the 256-telegram queue (a heartbeat may take a place)
+        # half the 256-telegram queue, plus the one the writer had taken when it met the lock
+        assert 100 <= pongs <= 129
         st = link.stats
         assert st["dropped"] == 600 - pongs and st["dropped_results"] == 0
