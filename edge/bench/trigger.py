@@ -13,7 +13,7 @@ Two clocks per part: the simulator's own (``TRG`` written -> ``RES`` read by the
 includes the PLC process's wake-up to read it) and the station's answer time (``TRG`` written ->
 ``RES`` written into the port, :class:`AnswerClock`): what the station owes the line; the PLC's
 read latency is the PLC's (a real one reads its UART in its own scan cycle). The target is
-checked on the second, the first is reported beside it.
+checked on the first, the stricter one; the second is reported beside it.
 The run is cut into blocks; after each block the station idles while the bare session runs the
 same number-per-second of batch-1 inferences on pre-made tensors, so both distributions come
 from the same minutes of machine load. Both sides time from when the part was due: the simulator
