@@ -1,8 +1,8 @@
 """What ``edgeqc bench`` runs on: model, images, settings and the sizes of each measurement.
 
-Defaults: the shared mt-effnet-lite0 over the shared val set when ``../shared`` is beside the
-checkout (with the model card's preprocessing, as in ``examples/magnetic-tile-val.toml``), else the
-built-in demo model over rendered demo parts. ``--quick`` shrinks every measurement to a
+Defaults: the shared mt-effnet-lite0 over the shared val set when ``../shared`` is there (relative
+to the current folder, else beside this package's checkout), with the model card's preprocessing
+as in ``examples/magnetic-tile-val.toml``; else the built-in demo model over rendered demo parts. ``--quick`` shrinks every measurement to a
 correctness run (tests); ``--duration`` sets the trigger-mode run (the soak).
 """
 
@@ -17,8 +17,18 @@ from typing import Any
 
 from edge.settings import Settings, load_settings
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+
+def _shared_dir() -> Path:
+    """``../shared`` beside the checkout: first relative to the current folder (the README's
+    ``pip install .`` puts this package in site-packages, away from the checkout), then beside the
+    package's own checkout (an editable install run from elsewhere)."""
+    here = Path("..", "shared").resolve()
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2].parent / "shared"
+
+
+SHARED = _shared_dir()
 SHARED_EFFNET = SHARED / "models" / "mt-effnet-lite0" / "model.onnx"
 SHARED_VAL = SHARED / "datasets" / "magnetic-tile" / "val"
 SHARED_CALIB = SHARED / "datasets" / "magnetic-tile" / "calib"
@@ -177,7 +187,7 @@ def resolve_setup(*, model: str | None, images: str | None, config: str | None, 
     else:
         model_path, demo_images = _demo_defaults()
         images_path = Path(images) if images else demo_images
-        notes.append("../shared not found: the built-in demo model over rendered demo parts")
+        notes.append(f"../shared not found (looked at {SHARED}): the built-in demo model over rendered demo parts")
         _, why = _onnx_problem(model_path)
         if why:
             raise BenchSetupError(f"{model_opt} {model_path}: {why}")
