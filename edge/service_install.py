@@ -33,8 +33,20 @@ from typing import Any, Literal
 
 from edge.service import _proc_devices, camera_device, serial_device
 
-REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 UNIT_NAME = "edgeqc.service"
+
+
+def _systemd_dir() -> Path:
+    """The checkout's ``systemd/`` folder: ``./systemd`` when it holds the unit (run from a
+    checkout: the README's ``pip install .`` puts this package in site-packages, away from it),
+    else the one beside this package (an editable install)."""
+    here = Path("systemd").resolve()
+    if (here / UNIT_NAME).is_file():
+        return here
+    return Path(__file__).resolve().parents[1] / "systemd"
+
+
+REPO_SYSTEMD = _systemd_dir()
 STATE_DIR = Path("/var/lib/edgeqc")
 CONFIG_PATH = Path("/etc/edgeqc/edgeqc.toml")
 GROUPS = ("video", "dialout")

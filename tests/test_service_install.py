@@ -143,3 +143,16 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if os.geteuid() != 0:
         with pytest.raises(InstallError, match="run it with sudo"):
             install(InstallOptions(exec_path=EXEC))
+
+
+def test_unit_template_is_found_in_the_current_checkout_first(tmp_path: Path, monkeypatch) -> None:
+    """`pip install .` (the README) puts the package in site-packages, away from systemd/: run
+    from a checkout, install-service must use the checkout's unit."""
+    from edge.service_install import UNIT_NAME, _systemd_dir
+
+    (tmp_path / "systemd").mkdir()
+    (tmp_path / "systemd" / UNIT_NAME).write_text("[Unit]\n")
+    monkeypatch.chdir(tmp_path)
+    assert _systemd_dir() == (tmp_path / "systemd").resolve()
+    monkeypatch.chdir(tmp_path / "systemd")  # no systemd/edgeqc.service here: the package's checkout
+    assert _systemd_dir() == Path(__file__).resolve().parents[1] / "systemd"
