@@ -117,6 +117,10 @@ def test_pooled_runs_keep_the_p99_and_double_the_samples(bench_json, tmp_path) -
         bad.write_text(content, encoding="utf-8")
         res = pool(bad)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
+    bad.write_text(json.dumps({"item2_trigger": {"samples_ms": {"trigger_to_res": ["x", None], "bare_paced": [1.0]}}}),
+                   encoding="utf-8")
+    res = pool(bad)
+    assert res.returncode == 1 and "not a number: skipped" in res.stderr and "nothing to pool" in res.stderr
     res = pool(tmp_path / "missing.json")
     assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
 

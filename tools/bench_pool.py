@@ -9,7 +9,8 @@ target. Each run measures both sides in the same minutes (alternating blocks, eq
 pooling the runs' samples keeps the pairing and narrows the interval about as 1/sqrt(runs).
 Skipped, with a line on stderr: runs from before the bench kept its samples
 (``item2_trigger.samples_ms``), ``--quick`` runs (a correctness run, not a measurement) and the
-same run given twice. Exit status: 0 pooled, 1 nothing to pool, 2 a file that is not a bench JSON.
+same run given twice, or samples that are not numbers. Exit status: 0 pooled, 1 nothing to pool,
+2 a file that cannot be read or is not a JSON object.
 """
 
 from __future__ import annotations
@@ -65,13 +66,23 @@ def main(argv: list[str]) -> int:
         if key in seen:
             print(f"{arg}: the same run as {seen[key]} (started {key[0]}): skipped", file=sys.stderr)
             continue
+        bad = [k for k in pooled if not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                            for x in samples.get(k) or [])]
+        if bad:
+            print(f"{arg}: item2_trigger.samples_ms.{bad[0]} holds something that is not a number: skipped",
+                  file=sys.stderr)
+            continue
         seen[key] = arg
         used.append(f"{arg} ({len(samples['trigger_to_res'])} parts)")
         for k, xs in pooled.items():
             xs.extend(samples.get(k) or [])
     if not used:
+        print("bench_pool: nothing to pool", file=sys.stderr)
         return 1
     bare = pooled["bare_paced"]
+    if not bare:
+        print("bench_pool: no bare samples in these runs: nothing to compare with", file=sys.stderr)
+        return 1
     print(f"pooled: {', '.join(used)}")
     print(f"bare paced p99 {percentile(bare, 99):.2f} ms ({len(bare)} calls)")
     for k, what in (("trigger_to_res", "trigger -> RES read by the PLC"),
@@ -87,4 +98,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:  # `... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        sys.exit(0)
