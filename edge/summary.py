@@ -156,7 +156,7 @@ def format_summary(d: dict[str, Any]) -> str:
     if plc:
         line = (f"PLC link: {plc['telegrams_sent']} telegrams sent ({plc.get('heartbeats_sent', 0)} heartbeats), "
                 f"{plc['dropped_results']} RES not sent, "
-                f"{plc['write_errors']} write errors, {plc['naks_sent']} NAKs, {plc['reconnects']} reconnects")
+                f"{plc['write_errors']} write errors, {plc['naks_sent']} bad PLC telegrams (NAK), {plc['reconnects']} reconnects")
         other = int(plc.get("dropped", 0) or 0) - int(plc["dropped_results"] or 0)
         if other > 0:
             line += f", {other} other telegrams dropped (PONG/NAK/HBT: the log says why)"
