@@ -177,6 +177,8 @@ def format_summary(d: dict[str, Any]) -> str:
             lines.append(f"  false reject rate {100 * fr:.2f} % ({gt['false_rejects']}/{gt['good_parts']})")
         if es is not None:
             lines.append(f"  defect escape rate {100 * es:.2f} % ({gt['defect_escapes']}/{gt['defective_parts']})")
+    if gt and not gt.get("images"):
+        lines.append("ground truth: no image under a folder named like a model label, no rates")
     if gt and gt.get("failsafe_without_image"):
         lines.append(f"  not in these rates: {gt['failsafe_without_image']} fail-safe answers given before a frame "
                      "was taken (no image, no true label; all rejected at the PLC)")

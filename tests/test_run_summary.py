@@ -46,4 +46,5 @@ def test_a_replay_of_folders_that_are_no_labels_gives_no_rates() -> None:
     assert d["ground_truth"] == {"images": 0, "failsafe_without_image": 0, "folders_not_labels": {"good": 1}}
     text = format_summary({**d, "capture": None})
     assert "top-1" not in text and "escape" not in text
+    assert "ground truth: no image under a folder named like a model label, no rates" in text
     assert "images under folders that are not model labels: good (1)" in text
