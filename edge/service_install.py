@@ -31,22 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edge import checkout_path
 from edge.service import _proc_devices, camera_device, serial_device
 
 UNIT_NAME = "edgeqc.service"
-
-
-def _systemd_dir() -> Path:
-    """The checkout's ``systemd/`` folder: ``./systemd`` when it holds the unit (run from a
-    checkout: the README's ``pip install .`` puts this package in site-packages, away from it),
-    else the one beside this package (an editable install)."""
-    here = Path("systemd").resolve()
-    if (here / UNIT_NAME).is_file():
-        return here
-    return Path(__file__).resolve().parents[1] / "systemd"
-
-
-REPO_SYSTEMD = _systemd_dir()
+REPO_SYSTEMD = checkout_path("systemd", UNIT_NAME)  # the checkout run from, else beside this package
 STATE_DIR = Path("/var/lib/edgeqc")
 CONFIG_PATH = Path("/etc/edgeqc/edgeqc.toml")
 GROUPS = ("video", "dialout")

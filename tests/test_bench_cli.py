@@ -197,12 +197,12 @@ def test_signal_during_the_run_removes_the_work_folder(sig, code, line, files, o
 def test_shared_folder_is_found_beside_the_current_folder_first(tmp_path: Path, monkeypatch) -> None:
     """`pip install .` (the README) puts the package in site-packages: `edgeqc bench` run in a
     checkout must still find the ../shared beside it."""
-    from edge.bench.setup import _shared_dir
+    from edge import checkout_path
 
     (tmp_path / "shared").mkdir()
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
-    assert _shared_dir() == (tmp_path / "shared").resolve()
+    assert checkout_path("../shared") == (tmp_path / "shared").resolve()
     (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "elsewhere" / "deep")  # no ../shared here: the one beside this package's checkout
-    assert _shared_dir() == Path(__file__).resolve().parents[1].parent / "shared"
+    assert checkout_path("../shared") == Path(__file__).resolve().parents[1].parent / "shared"

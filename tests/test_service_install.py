@@ -148,11 +148,12 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_unit_template_is_found_in_the_current_checkout_first(tmp_path: Path, monkeypatch) -> None:
     """`pip install .` (the README) puts the package in site-packages, away from systemd/: run
     from a checkout, install-service must use the checkout's unit."""
-    from edge.service_install import UNIT_NAME, _systemd_dir
+    from edge import checkout_path
+    from edge.service_install import UNIT_NAME
 
     (tmp_path / "systemd").mkdir()
     (tmp_path / "systemd" / UNIT_NAME).write_text("[Unit]\n")
     monkeypatch.chdir(tmp_path)
-    assert _systemd_dir() == (tmp_path / "systemd").resolve()
+    assert checkout_path("systemd", UNIT_NAME) == (tmp_path / "systemd").resolve()
     monkeypatch.chdir(tmp_path / "systemd")  # no systemd/edgeqc.service here: the package's checkout
-    assert _systemd_dir() == Path(__file__).resolve().parents[1] / "systemd"
+    assert checkout_path("systemd", UNIT_NAME) == Path(__file__).resolve().parents[1] / "systemd"

@@ -15,20 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import checkout_path
 from edge.settings import Settings, load_settings
 
-
-def _shared_dir() -> Path:
-    """``../shared`` beside the checkout: first relative to the current folder (the README's
-    ``pip install .`` puts this package in site-packages, away from the checkout), then beside the
-    package's own checkout (an editable install run from elsewhere)."""
-    here = Path("..", "shared").resolve()
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
-SHARED = _shared_dir()
+SHARED = checkout_path("../shared")  # beside the checkout run from, else beside this package
 SHARED_EFFNET = SHARED / "models" / "mt-effnet-lite0" / "model.onnx"
 SHARED_VAL = SHARED / "datasets" / "magnetic-tile" / "val"
 SHARED_CALIB = SHARED / "datasets" / "magnetic-tile" / "calib"

@@ -90,6 +90,7 @@ class AnswerClock:
         for (pid, t_sent), plc in zip(sent_at, plc_ms):
             t = self.at.pop(pid, None)
             if t is None or pid in self.queued:
+                self.queued.discard(pid)  # both maps hold only parts not yet paired
                 out.append(plc)
                 kept += 1
             else:
