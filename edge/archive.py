@@ -222,8 +222,11 @@ class RejectArchive:
         if not reject and not self._sample_pass():
             return  # a pass, not sampled: nothing more to build
         msg = result.to_message()
-        frame = _frame_bgr(result)
-        nbytes = int(frame.nbytes) if frame is not None else 0
+        # the reject publisher's encoding, when it used this format and quality: encoded once
+        cached = getattr(result, "encoded_if_cached", None)
+        image = cached(self.settings.image_format, self.settings.jpeg_quality) if callable(cached) else None
+        frame: np.ndarray | bytes | None = image if image is not None else _frame_bgr(result)
+        nbytes = len(frame) if isinstance(frame, bytes) else int(frame.nbytes) if frame is not None else 0
         with self._lock:
             if self._closing:
                 self._counts["dropped_shutdown"] += 1
@@ -439,14 +442,15 @@ class RejectArchive:
             "json_path": str(js), "bytes": size,
         }
 
-    def _process(self, msg: dict[str, Any], frame: np.ndarray | None) -> None:
+    def _process(self, msg: dict[str, Any], frame: np.ndarray | bytes | None) -> None:
+        """Write one record; ``frame`` is the BGR frame to encode, or its encoded bytes."""
         try:
             index = self._ensure_open()
         except (OSError, sqlite3.Error):
             self._count("dropped_error")
             return
-        image: bytes | None = None
-        if frame is not None:
+        image: bytes | None = frame if isinstance(frame, bytes) else None
+        if isinstance(frame, np.ndarray):
             try:
                 image = encode_frame(frame, self.settings.image_format, self.settings.jpeg_quality)
             except Exception as exc:  # noqa: BLE001  (cv2.error is not a ValueError)

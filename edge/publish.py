@@ -21,7 +21,6 @@ from typing import Any
 
 import zmq
 
-from edge.archive import encode_frame
 from edge.result import InspectionResult
 from edge.settings import ZmqSettings
 
@@ -59,10 +58,9 @@ class Publisher:
         self._send([b"result", body])
         if result.is_reject:
             jpeg = b""
-            bgr = result.frame_bgr()
-            if bgr is not None:
-                try:
-                    jpeg = encode_frame(bgr, "jpg", self.settings.jpeg_quality)
+            if result.frame is not None:
+                try:  # kept on the result: the archive reuses it at the same quality
+                    jpeg = result.encoded("jpg", self.settings.jpeg_quality)
                 except ValueError:
                     self.stats["encode_errors"] += 1
             self._send([b"reject", body, jpeg])

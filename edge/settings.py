@@ -177,7 +177,8 @@ class ZmqSettings(_Section):
     endpoint: str = Field("tcp://127.0.0.1:5556", pattern=ZMQ_ENDPOINT_PATTERN,
                           description="PUB socket bind address (tcp://HOST:PORT, ipc://PATH, …).")
     send_hwm: int = Field(1000, gt=0, description="Messages queued per subscriber before ZeroMQ drops (counted).")
-    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of reject frames on the 'reject' topic.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of reject frames on the 'reject' topic "
+                              "(equal to archive.jpeg_quality: each reject frame is encoded once for both).")
     status_interval_ms: float = Field(1000.0, gt=0, le=MAX_MS, description="Period of the 'status' topic (station health) in ms (finite, > 0 and <= 3 600 000 ms = 1 h).")
 
 

@@ -51,6 +51,11 @@ def test_bare_vs_pipeline_counts(bench_json) -> None:
     assert i1["bare"]["rounds"] == i1["pipeline"]["rounds"] == 2
     assert i1["bare"]["frames_per_round"] == i1["pipeline"]["frames_per_round"] == 6
     assert len(i1["throughput_ratio_per_round"]) == 2 and i1["throughput_ratio"] > 0
+    # each round timed in its steady state (after STEADY_SKIP = 2 completions), on both sides
+    lo, hi = i1["throughput_ratio_ci90"]
+    assert lo <= i1["throughput_ratio"] <= hi
+    for side in ("bare", "pipeline"):
+        assert 0 < i1[side]["steady_ms_per_frame_median"]
     assert i1["bare"]["latency_ms"]["count"] == 12
     # warm-up block (5) + 2 rounds x 6 frames, one batch each, one RES,<seq> telegram each
     assert i1["pipeline_stats"]["batches"] == 17 and i1["pipeline_stats"]["infer_errors"] == 0
@@ -110,6 +115,9 @@ def test_pooled_runs_keep_the_p99_and_double_the_samples(bench_json, tmp_path) -
     p99 = r["item2_trigger"]["trigger_to_res_ms"]["p99"]
     assert f"p99 {p99:.2f} ms (80 parts)" in out.stdout  # two runs: same nearest-rank p99, twice the parts
     assert "bare paced p99" in out.stdout and "(80 calls)" in out.stdout
+    rounds = r["item1_bare_vs_pipeline"]["throughput_ratio_per_round"]
+    import statistics
+    assert f"median {statistics.median(rounds * 2):.3f} of 4 rounds" in out.stdout  # both runs' rounds
     assert f"{runs[1]}: the same run as {runs[1]}" in out.stderr and f"{quick}: a --quick run" in out.stderr
     assert pool(quick).returncode == 1  # nothing left to pool
     bad = tmp_path / "bad.json"

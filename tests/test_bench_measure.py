@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.bench.measure import percentile, percentile_difference_ci
+from edge.bench.measure import STEADY_SKIP, Timing, median_ci, percentile, percentile_difference_ci
 
 
 def test_shifted_sample_gives_the_shift_and_an_interval_around_it() -> None:
@@ -58,3 +58,20 @@ def test_paced_bare_counts_the_wait_behind_a_stalled_call(tmp_path) -> None:
     # call 2 was due at 40 ms and could start only after call 1 ended (>= 80 ms): >= 40 ms of wait
     assert t.latencies_ms[2] - t.call_ms[2] >= 40.0 - 0.5
     assert all(lat >= call for lat, call in zip(t.latencies_ms, t.call_ms))
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_rounds() -> None:
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(0.97, 0.18, 9), rng.normal(0.97, 0.18, 900)
+    lo9, hi9 = median_ci(few)
+    lo90, hi90 = median_ci(many)
+    assert lo9 <= np.median(few) <= hi9 and lo90 <= np.median(many) <= hi90
+    assert (hi90 - lo90) < 0.5 * (hi9 - lo9)  # ~1/sqrt(100) narrower
+    assert median_ci([1.0, 1.0, 1.0]) == [1.0, 1.0] and median_ci([0.9]) == [None, None]
+
+
+def test_steady_window_leaves_the_fill_out() -> None:
+    # 40 items: 0.1 s to the STEADY_SKIP-th completion (the fill), then 38 in 0.38 s
+    t = Timing(40, 0.48, 0.5, steady_s=0.38, steady_n=40 - STEADY_SKIP)
+    assert t.ms_per_item == 12.0 and t.steady_ms_per_item == 10.0
+    assert Timing(2, 0.02, 0.02).steady_ms_per_item == 10.0  # too short for a window: the whole block

@@ -75,3 +75,50 @@ def test_slow_subscriber_costs_counted_drops_never_blocks() -> None:
     pub.close(0)
     sub.close(0)
     ctx.term()
+
+
+def test_reject_frame_encoded_once_for_stream_and_archive(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Same format and quality (the defaults): the archive stores the very JPEG the 'reject' topic
+    carried, and OpenCV encoded each reject once; another quality encodes again in the writer."""
+    import edge.archive as archive_mod
+    from edge.archive import RejectArchive
+    from edge.settings import ArchiveSettings, Settings
+
+    calls: list[int] = []
+    real = archive_mod.encode_frame
+
+    def counting(frame, image_format, jpeg_quality=95):  # type: ignore[no-untyped-def]
+        calls.append(jpeg_quality)
+        return real(frame, image_format, jpeg_quality)
+
+    monkeypatch.setattr(archive_mod, "encode_frame", counting)
+    defaults = Settings()
+    assert defaults.zmq.jpeg_quality == defaults.archive.jpeg_quality  # shared by default
+    ctx = zmq.Context()
+    pub = Publisher(ZmqSettings(endpoint="tcp://127.0.0.1:0"), context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"reject")
+    time.sleep(0.3)
+    same = RejectArchive(ArchiveSettings(path=str(tmp_path / "same")))
+    other = RejectArchive(ArchiveSettings(path=str(tmp_path / "other"), jpeg_quality=60))
+    results = [_result(i, passed=False) for i in (1, 2)]
+    for r in results:
+        r.trigger_ts = time.time()  # within the archive's retention age
+    for r in results:
+        pub.handle(r)
+        same.handle(r)
+        other.handle(r)
+    assert same.flush(10) and other.flush(10)
+    streamed = []
+    for _ in results:
+        assert sub.poll(2000)
+        streamed.append(sub.recv_multipart()[2])
+    stored = [(tmp_path / "same" / rec.image_path).read_bytes() for rec in sorted(same.query(), key=lambda r: r.seq)]
+    assert stored == streamed and stored[0] != b""
+    assert sorted(calls) == [60, 60, 95, 95]  # per reject: the publisher's 95 (kept), the other archive's 60
+    for a in (same, other):
+        a.close()
+    pub.close()
+    sub.close(0)
+    ctx.term()

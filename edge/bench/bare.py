@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bench.measure import Timing, cpu_seconds
+from edge.bench.measure import STEADY_SKIP, Timing, cpu_seconds
 from edge.model_spec import ModelSpec
 from edge.preprocess import Preprocessor
 from edge.settings import ModelSettings
@@ -65,14 +65,22 @@ class BareSession:
             self.run(tensors[i % len(tensors)])
 
     def tight(self, tensors: Sequence[np.ndarray], n: int, start: int = 0) -> Timed:
-        """``n`` back-to-back calls on ``tensors`` (cycling from ``start``)."""
+        """``n`` back-to-back calls on ``tensors`` (cycling from ``start``); ``steady_s`` runs from
+        the end of call ``STEADY_SKIP`` to the end of the last, as the pipeline's block is cut."""
         lat: list[float] = []
+        t_mark = None
         c0, t0 = cpu_seconds(), time.perf_counter()
         for i in range(n):
             t = time.perf_counter()
             self.run(tensors[(start + i) % len(tensors)])
-            lat.append(1000.0 * (time.perf_counter() - t))
-        return Timed(n, time.perf_counter() - t0, cpu_seconds() - c0, lat)
+            end = time.perf_counter()
+            lat.append(1000.0 * (end - t))
+            if i + 1 == STEADY_SKIP:
+                t_mark = end
+        t1 = time.perf_counter()
+        steady_s = t1 - t_mark if n > STEADY_SKIP and t_mark is not None else None
+        return Timed(n, t1 - t0, cpu_seconds() - c0, steady_s=steady_s,
+                     steady_n=n - STEADY_SKIP if steady_s is not None else 0, latencies_ms=lat)
 
     def paced(self, tensors: Sequence[np.ndarray], n: int, rate_hz: float, start: int = 0) -> Timed:
         """``n`` calls scheduled at ``rate_hz`` (the trigger rate: same duty cycle as the trigger run).
@@ -106,4 +114,4 @@ class BareSession:
             end = time.perf_counter()
             calls.append(1000.0 * (end - t))
             lat.append(1000.0 * (end - ready))
-        return Timed(n, time.perf_counter() - t0, cpu_seconds() - c0, lat, calls)
+        return Timed(n, time.perf_counter() - t0, cpu_seconds() - c0, latencies_ms=lat, call_ms=calls)

@@ -75,6 +75,17 @@ def percentile_difference_ci(a: Sequence[float], b: Sequence[float], q: float = 
             "level": level, "resamples": resamples}
 
 
+def median_ci(xs: Sequence[float], level: float = 0.90, resamples: int = 4000, seed: int = 0) -> list[float | None]:
+    """Percentile-bootstrap interval of the median of ``xs`` (same method as
+    :func:`percentile_difference_ci`); ``[None, None]`` for fewer than 2 values."""
+    x = np.asarray(xs, np.float64)
+    if len(x) < 2:
+        return [None, None]
+    meds = np.median(np.random.default_rng(seed).choice(x, (resamples, len(x))), axis=1)
+    lo, hi = np.quantile(meds, [(1 - level) / 2, (1 + level) / 2])
+    return [round(float(lo), 3), round(float(hi), 3)]
+
+
 def median(xs: Sequence[float]) -> float | None:
     return float(np.median(xs)) if len(xs) else None
 
@@ -108,17 +119,33 @@ def load_average() -> list[float]:
         return []
 
 
+STEADY_SKIP = 2
+"""Completions left out at the start of a throughput block: the pipeline fills (capture prepares 2
+frames ahead, 2 batches in flight) before it runs at its steady rate; bare calls are cut the same."""
+
+
 @dataclass
 class Timing:
-    """``n`` items done in ``wall_s`` wall-clock and ``cpu_s`` process CPU seconds."""
+    """``n`` items done in ``wall_s`` wall-clock and ``cpu_s`` process CPU seconds; ``steady_s``:
+    from the ``STEADY_SKIP``-th completion to the last (``steady_n`` = n - STEADY_SKIP items), the
+    block without its fill (None when the block is too short)."""
 
     n: int
     wall_s: float
     cpu_s: float
+    steady_s: float | None = None
+    steady_n: int = 0
 
     @property
     def ms_per_item(self) -> float:
         return 1000.0 * self.wall_s / max(1, self.n)
+
+    @property
+    def steady_ms_per_item(self) -> float:
+        """ms per item in the steady window (the whole block's figure without one)."""
+        if self.steady_s is None or self.steady_n <= 0:
+            return self.ms_per_item
+        return 1000.0 * self.steady_s / self.steady_n
 
     @property
     def cpu_ms_per_item(self) -> float:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge.bench.measure import Timing, cpu_seconds
+from edge.bench.measure import STEADY_SKIP, Timing, cpu_seconds
 from edge.capture.memory import MemoryItem, MemorySource
 from edge.settings import Settings
 
@@ -62,17 +62,23 @@ class Counter:
         self.count = 0
         self.target = 0
         self.t_last = 0.0
+        self.mark_at = 0  # count at which t_mark is taken (the end of a block's fill)
+        self.t_mark = 0.0
         self.stages = samples()  # stage -> ms per part; "edge_overhead" = plc - infer
         self.verdicts: dict[str, int] = defaultdict(int)
 
-    def expect(self, n: int) -> None:
+    def expect(self, n: int, mark: int = 0) -> None:
+        """Wait for ``n`` more results; take ``t_mark`` when the ``mark``-th of them arrives."""
         with self._cv:
             self.target = self.count + n
+            self.mark_at = self.count + mark if mark else 0
 
     def handle(self, result: Any) -> None:
         with self._cv:
             self.count += 1
             self.t_last = time.perf_counter()
+            if self.count == self.mark_at:
+                self.t_mark = self.t_last
             lat = result.latency_ms
             for k, v in lat.items():
                 self.stages[k].append(v)
@@ -171,7 +177,10 @@ class FreeRunRig:
             raise
 
     def block(self, n: int, timeout: float = 300.0) -> Block:
-        """Release ``n`` frames and wait until all ``n`` results went through every sink.
+        """Release ``n`` frames and wait until all ``n`` results went through every sink, then
+        until the archive wrote what it was handed (its writer thread lags a record or two: that
+        work belongs to this block, not to the bare block after it). ``wall_s``: release -> last
+        result; ``steady_s``: ``STEADY_SKIP``-th result -> last; ``cpu_s``: to the archive's end.
 
         Raises:
             TimeoutError: not all results arrived within ``timeout`` s.
@@ -179,15 +188,19 @@ class FreeRunRig:
         for v in self.times.values():
             del v[:]
         lat0 = {k: len(v) for k, v in self.counter.stages.items()}
-        self.counter.expect(n)
+        steady = n > STEADY_SKIP
+        self.counter.expect(n, mark=STEADY_SKIP if steady else 0)
         c0, t0 = cpu_seconds(), time.perf_counter()
         self.source.release(n)
         if not self.counter.wait(timeout):
             raise TimeoutError(f"free-run pipeline: not all {n} results within {timeout:.0f} s")
         wall = self.counter.t_last - t0
+        steady_s = self.counter.t_last - self.counter.t_mark if steady else None
+        self.archive.flush(timeout)
         cpu = cpu_seconds() - c0
         stages = {k: v[lat0.get(k, 0):].tolist() for k, v in self.counter.stages.items()}
-        return Block(n, wall, cpu, stages, {k: v.tolist() for k, v in self.times.items()})
+        return Block(n, wall, cpu, steady_s=steady_s, steady_n=n - STEADY_SKIP if steady else 0,
+                     stages=stages, sinks={k: v.tolist() for k, v in self.times.items()})
 
     def close(self) -> dict[str, Any]:
         """Stop everything; returns inspector stats and PLC/simulator counts."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.backends.onnxruntime import usable_cpus
 from edge.bench.bare import BareSession, make_tensors
-from edge.bench.measure import RssSampler, load_average, peak_rss_bytes, summary
+from edge.bench.measure import RssSampler, load_average, median_ci, peak_rss_bytes, summary
 from edge.bench.pipeline import Block, FreeRunRig
 from edge.bench.setup import BenchSetup
 from edge.capture.memory import MemoryItem, decode_folder
@@ -117,10 +117,14 @@ def alloc_item(items: Sequence[MemoryItem], spec: ModelSpec, frames: int = 40) -
 
 
 def _ratios(bare: list[Any], pipe: list[Block]) -> dict[str, Any]:
-    thr = [b.ms_per_item / p.ms_per_item for b, p in zip(bare, pipe)]
+    """Per round: bare ms/frame / pipeline ms/frame, each in its block's steady state; the median
+    over rounds with its bootstrap interval. ``throughput_ratio_of_totals``: whole blocks (fill and
+    drain included), all rounds summed."""
+    thr = [b.steady_ms_per_item / p.steady_ms_per_item for b, p in zip(bare, pipe)]
     cpu = [b.cpu_ms_per_item / p.cpu_ms_per_item for b, p in zip(bare, pipe) if p.cpu_s > 0]
     return {"throughput_ratio_per_round": [round(x, 3) for x in thr],
             "throughput_ratio": round(float(np.median(thr)), 3),
+            "throughput_ratio_ci90": median_ci(thr),
             "throughput_ratio_of_totals": round(sum(b.wall_s for b in bare) / max(1e-9, sum(p.wall_s for p in pipe))
                                                 * sum(p.n for p in pipe) / max(1, sum(b.n for b in bare)), 3),
             "cpu_efficiency_ratio": round(float(np.median(cpu)), 3) if cpu else None}
@@ -130,6 +134,7 @@ def _blocks(blocks: Sequence[Any]) -> dict[str, Any]:
     return {"rounds": len(blocks), "frames_per_round": blocks[0].n if blocks else 0,
             "ms_per_frame": [round(b.ms_per_item, 3) for b in blocks],
             "ms_per_frame_median": round(float(np.median([b.ms_per_item for b in blocks])), 3),
+            "steady_ms_per_frame_median": round(float(np.median([b.steady_ms_per_item for b in blocks])), 3),
             "cpu_ms_per_frame_median": round(float(np.median([b.cpu_ms_per_item for b in blocks])), 3),
             "fps_median": round(1000.0 / float(np.median([b.ms_per_item for b in blocks])), 2)}
 
@@ -160,7 +165,7 @@ def pipeline_item(setup: BenchSetup, spec: ModelSpec, items: Sequence[MemoryItem
     try:
         with FreeRunRig(setup.settings, backend, items) as rig:
             rig.block(min(5, sz.frames))  # warm-up
-            for r in range(sz.rounds):
+            for r in range(sz.pipeline_rounds):
                 first_bare = r % 2 == 0
                 for side in ("bare", "pipe") if first_bare else ("pipe", "bare"):
                     if side == "bare":
@@ -254,7 +259,7 @@ def run_bench(setup: BenchSetup, argv: Sequence[str] | None = None,
         result["decode"] = dec
         tensors = make_tensors([it[0] for it in items], spec)
         result["preprocess_alloc"] = alloc_item(items, spec)
-        say(f"item 1: bare vs pipeline ({setup.sizes.rounds} rounds x {setup.sizes.frames} frames)")
+        say(f"item 1: bare vs pipeline ({setup.sizes.pipeline_rounds} rounds x {setup.sizes.frames} frames)")
         result["item1_bare_vs_pipeline"], bare = pipeline_item(setup, spec, items, tensors)
         say(f"item 5: no-op backend ({setup.sizes.rounds} rounds x {setup.sizes.noop_frames} frames)")
         result["item5_noop_overhead"] = noop_item(setup, spec, items)

@@ -43,9 +43,14 @@ class Sizes:
     """How much each item measures.
 
     Attributes:
-        rounds: interleaved rounds of item 1 (bare vs pipeline), item 3 (FP32 vs INT8), item 5.
-        frames: frames per round and side in item 1 (200: a pipeline block is then ~1.6 s of
-            steady state; its fill and drain, one frame each, weigh 1 %, not 5 % as with 40).
+        rounds: interleaved rounds of item 3 (FP32 vs INT8) and item 5 (no-op).
+        pipeline_rounds: interleaved rounds of item 1 (bare vs pipeline). Many short rounds, not a
+            few long ones: on these guests one round's ratio scatters by 15-20 % (std) whatever
+            its length (200, 50 or 20 frames: 0.15, 0.18, 0.21 in one session), so the median of
+            9 rounds moved by +-6 % between runs; 60 rounds narrow that 2.6-fold.
+        frames: frames per round and side in item 1. Each block is timed in its steady state
+            (``steady_s``: from the ``STEADY_SKIP``-th completion to the last, both sides), so
+            its fill does not weigh on short blocks.
         noop_frames: frames per round in item 5 (no-op backend).
         precision_runs: batch-1 runs per round and model in item 3.
         duration_s: trigger-mode run length (item 2, RSS soak), s.
@@ -57,7 +62,8 @@ class Sizes:
     """
 
     rounds: int = 9
-    frames: int = 200
+    pipeline_rounds: int = 60
+    frames: int = 40
     noop_frames: int = 300
     precision_runs: int = 40
     duration_s: float = 60.0
@@ -68,7 +74,7 @@ class Sizes:
 
     @classmethod
     def quick_sizes(cls) -> Sizes:
-        return cls(rounds=2, frames=6, noop_frames=20, precision_runs=4, duration_s=2.0, block_s=1.0,
+        return cls(rounds=2, pipeline_rounds=2, frames=6, noop_frames=20, precision_runs=4, duration_s=2.0, block_s=1.0,
                    calib_images=16, quick=True)
 
 
