@@ -177,7 +177,9 @@ def decode_image(path: str | Path, channel_order: str = "RGB") -> np.ndarray:
 def list_images(folder: str | Path) -> list[Path]:
     """All image files under ``folder`` (recursive; suffix in :data:`IMAGE_EXTENSIONS`, any case),
     sorted by their relative POSIX path. Hidden files and folders (name starting with ``.``)
-    are skipped; symlinked folders are not followed.
+    are skipped. Symlinked folders are followed (a calibration set or replay folder is often
+    assembled from links to class folders elsewhere), each real folder once: a second link to
+    the same folder and a link back up the tree (a loop) are skipped.
 
     Raises:
         NotADirectoryError: ``folder`` does not exist or is not a folder.
@@ -186,8 +188,14 @@ def list_images(folder: str | Path) -> list[Path]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder not found: {root}")
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a loop, or the same folder under a second name: its images once
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue

@@ -8,11 +8,12 @@ path, the value and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -42,10 +43,35 @@ PositiveMs = Annotated[int, Field(gt=0, le=MAX_MS)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _mentions(annotation: Any, *types: type) -> bool:
+    """True if ``annotation`` is one of ``types`` or a union/container/Annotated with one in it."""
+    return annotation in types or any(_mentions(a, *types) for a in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    """True if ``value`` is a bool, or a list/tuple/dict holding one (one level: our fields are flat)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and any(isinstance(x, bool) for x in value)
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: inf / nan (TOML ``inf``, ``nan``, env "inf") are refused by every float field
     # of every section ("Input should be a finite number"), as int fields already do.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads TOML true/false as 1/0 for int and float fields: a typo like
+        # `jpeg_quality = true` became quality 1 and `baudrate = true` 1 baud, silently
+        field = cls.model_fields.get(info.field_name or "")
+        if (field is not None and _has_bool(value) and _mentions(field.annotation, int, float)
+                and not _mentions(field.annotation, bool)):
+            raise ValueError("expected a number, got true/false")
+        return value
 
 
 class CameraSettings(_Section):
@@ -274,6 +300,18 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names field path, value and expectation."""
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed where ``loc`` (a pydantic error location) points: top-level keys
+    for ``("camra",)``, the plc section's for ``("plc", "baudrat")``; [] when unknown."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():
@@ -290,6 +328,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
             # A ValueError from one of our validators: pydantic prefixes "Value error, "; drop it so
             # the line reads like pydantic's own field errors ("Input should be ...").
             msg = msg.removeprefix("Value error, ")
+        elif e["type"] == "extra_forbidden" and (known := _known_keys(tuple(e["loc"]))):
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            msg = (f"unknown {'field' if len(e['loc']) > 1 else 'section or field'}"
+                   + (f" (did you mean {close[0]!r}?)" if close else "") + f"; expected one of {', '.join(known)}")
         lines.append(f"  {path} = {shown}: {msg}")
     return "\n".join(lines)
 

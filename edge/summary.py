@@ -126,6 +126,10 @@ class RunSummary:
                     "false_reject_rate": round(self.false_rejects / self.truth_good, 6) if self.truth_good else None,
                     "defect_escapes": self.escapes,
                     "defect_escape_rate": round(self.escapes / self.truth_bad, 6) if self.truth_bad else None,
+                    # top-1 misses that are neither: a defective part rejected under another label
+                    "rejected_as_another_defect": sum(c for (t, p), c in self.confusion.items()
+                                                      if t != p and t not in self.pass_classes
+                                                      and p not in self.pass_classes),
                     "confusion": {f"{t}->{p}": c for (t, p), c in sorted(self.confusion.items())},
                 }
             if n or self.truth_not_a_label:
@@ -169,9 +173,12 @@ def format_summary(d: dict[str, Any]) -> str:
     if gt and gt.get("images"):
         fr = gt["false_reject_rate"]
         es = gt["defect_escape_rate"]
+        other = gt.get("rejected_as_another_defect") or 0
         lines.append(
             f"ground truth ({gt['images']} labelled images): top-1 {100 * gt['top1_accuracy']:.2f} % "
             f"({gt['top1_correct']}/{gt['images']})"
+            + (f"; {other} defective part{'s' if other != 1 else ''} rejected under another label "
+               "(a wrong class, still rejected)" if other else "")
         )
         if fr is not None:
             lines.append(f"  false reject rate {100 * fr:.2f} % ({gt['false_rejects']}/{gt['good_parts']})")

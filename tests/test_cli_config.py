@@ -26,7 +26,8 @@ def test_check_names_field_value_and_expectation(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "plc.baudrate = -5: Input should be greater than 0" in r.stderr
     assert "plc.parity = \"X\": Input should be 'N', 'E', 'O', 'M' or 'S'" in r.stderr
-    assert "camera.sorce" in r.stderr and "Extra inputs are not permitted" in r.stderr
+    assert ("camera.sorce = \"0\": unknown field (did you mean 'source'?); expected one of source, width, "
+            in r.stderr)
     assert "decision.min_pass_probability = 1.5: Input should be less than or equal to 1" in r.stderr
 
 
@@ -129,3 +130,32 @@ def test_config_check_prints_toml_inf_nan(tmp_path: Path) -> None:
                  "camera.fps = inf: Input should be a finite number",
                  "archive.max_age_days = -inf: Input should be a finite number"):
         assert line in r.stderr, line
+
+
+@pytest.mark.parametrize("body, field", [
+    ("[archive]\njpeg_quality = true\n", "archive.jpeg_quality = true"),
+    ("[plc]\nbaudrate = false\n", "plc.baudrate = false"),
+    ("[camera]\nreconnect_backoff_ms = [250, true]\n", "camera.reconnect_backoff_ms = [250, true]"),
+])
+def test_true_false_is_not_a_number(tmp_path: Path, body: str, field: str) -> None:
+    """pydantic's lax mode would read TOML true/false as 1/0 (quality 1, 1 baud): refused, named."""
+    from edge.settings import ConfigError, load_settings
+
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(body)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert f"{field}: expected a number, got true/false" in str(exc.value)
+    cfg.write_text("[camera]\nloop = true\n")  # a real bool field still takes true
+    assert load_settings(cfg).camera.loop is True
+
+
+def test_section_typo_suggests_the_section(tmp_path: Path) -> None:
+    from edge.settings import ConfigError, load_settings
+
+    cfg = tmp_path / "line.toml"
+    cfg.write_text('[camra]\nsource = "0"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert ("camra = {…}: unknown section or field (did you mean 'camera'?); expected one of station_id, "
+            "log_level, camera, model," in str(exc.value))

@@ -152,6 +152,23 @@ def test_list_images_recursive_sorted_filtered(tmp_path):
         list_images(tmp_path / "nope")
 
 
+def test_list_images_follows_symlinked_folders_once(tmp_path):
+    """A replay/calibration folder made of links to class folders elsewhere: followed; a loop and a
+    second link to the same folder do not repeat images."""
+    store = tmp_path / "store"
+    for rel in ("crack/1.png", "free/2.png", "free/3.png"):
+        (store / rel).parent.mkdir(parents=True, exist_ok=True)
+        (store / rel).write_bytes(b"x")
+    line = tmp_path / "line"
+    line.mkdir()
+    (line / "crack").symlink_to(store / "crack")
+    (line / "free").symlink_to(store / "free")
+    (line / "zz-again").symlink_to(store / "free")  # the same real folder under a second name
+    (line / "crack" / "loop").symlink_to(line)  # a link back up the tree (store/crack/loop -> line)
+    got = [p.relative_to(line).as_posix() for p in list_images(line)]
+    assert got == ["crack/1.png", "free/2.png", "free/3.png"]
+
+
 def test_list_images_on_val(val_dir):
     files = list_images(val_dir)
     assert len(files) == 268

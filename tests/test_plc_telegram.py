@@ -243,6 +243,7 @@ def test_splitter_overlong_line_one_error_bounded_buffer() -> None:
         assert sp.pending <= MAX_LINE + 1
     assert [type(x) for x in out] == [TelegramError]
     assert out[0].reason == "TOO_LONG"  # type: ignore[union-attr]
+    assert out[0].line == b"Z" * 80  # type: ignore[union-attr]  # the line's first bytes, for the log
     assert sp.feed(b"tail\nTRG,A1\r\n") == [b"TRG,A1"]  # rest of the long line dropped, next one fine
 
 

@@ -48,3 +48,16 @@ def test_a_replay_of_folders_that_are_no_labels_gives_no_rates() -> None:
     assert "top-1" not in text and "escape" not in text
     assert "ground truth: no image under a folder named like a model label, no rates" in text
     assert "images under folders that are not model labels: good (1)" in text
+
+
+def test_a_defect_rejected_under_another_label_is_named_beside_top1() -> None:
+    s = RunSummary(["free"])
+    labels = ("crack", "blowhole", "free")
+    s.add(result(1, "crack", "crack", labels=labels))
+    s.add(result(2, "crack", "blowhole", labels=labels))  # wrong class, still rejected
+    s.add(result(3, "free", "free", labels=labels))
+    gt = s.to_dict()["ground_truth"]
+    assert (gt["top1_correct"], gt["false_rejects"], gt["defect_escapes"], gt["rejected_as_another_defect"]) == (2, 0, 0, 1)
+    text = format_summary({**s.to_dict(), "capture": None})
+    assert ("top-1 66.67 % (2/3); 1 defective part rejected under another label (a wrong class, still rejected)"
+            in text)

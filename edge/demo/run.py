@@ -239,10 +239,12 @@ def run_station(settings: Settings, json_out: str | None = None, parts: int | No
         station.inspector.status_sinks.append(lambda st: notifier.status(status_line(st)))
 
         def _stopping() -> None:
-            nonlocal report
             notifier.stopping("draining triggered parts")
-            if sim is not None and until_signal:  # the simulated PLC stops triggering before the edge drains
-                report = sim.close()
+            if sim is not None and until_signal:
+                # the simulated PLC stops triggering before the edge drains, and keeps its port
+                # open until the station has stopped (closed now, the station would log its PLC
+                # port as lost on every Ctrl-C): closed in the finally below
+                sim.stop_triggers()
 
         def _reload() -> None:
             notifier.reloading("reloading model and config")

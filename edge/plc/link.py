@@ -472,7 +472,7 @@ class PlcLink:
         work: list[Callable[[], object]] = []
         for item in self._splitter.feed(data):
             if isinstance(item, TelegramError):
-                self._nak(item, b"")
+                self._nak(item, item.line)
                 continue
             try:
                 tel = parse_plc_line(item, self.settings.checksum_required)

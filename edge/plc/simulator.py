@@ -222,6 +222,7 @@ class PlcSimulator:
         self._naks: Counter[str] = Counter()
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._triggers_off = threading.Event()  # stop_triggers(): no more TRG, keep reading RES
         self._sender_done = False
         self._port: PlcPort | None = None
         self._threads: list[threading.Thread] = []
@@ -282,9 +283,16 @@ class PlcSimulator:
                     return False
                 self._cond.wait(min(max(left, 0.005), end - now))
 
+    def stop_triggers(self) -> None:
+        """Send no more ``TRG`` (nor garbage, nor PING); keep reading, so the answers to parts
+        already triggered are still counted. A line being stopped: the PLC stops triggering, the
+        edge drains, and only then is the port closed (:meth:`close`)."""
+        self._triggers_off.set()
+
     def close(self) -> SimReport:
         """Stop, close the port (unless it was given open) and finalise the report (still
         outstanding parts -> ``missing``)."""
+        self._triggers_off.set()
         self._stop.set()
         for t in self._threads:
             t.join(2.0)
@@ -341,7 +349,7 @@ class PlcSimulator:
         period = 1.0 / self.rate_hz
         try:
             for i in range(self.count):  # encoded one by one: count may be huge (continuous demo)
-                if self._stop.wait(max(0.0, self._t0 + i * period - time.monotonic())):
+                if self._triggers_off.wait(max(0.0, self._t0 + i * period - time.monotonic())):
                     break
                 if i < len(self.garbage):
                     self._event(f"GARBAGE {self.garbage[i]!r}")

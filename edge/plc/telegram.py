@@ -74,11 +74,13 @@ _LABEL_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class TelegramError(ValueError):
-    """A telegram is malformed. ``reason`` is the NAK token (a key of :data:`NAK_REASONS`)."""
+    """A telegram is malformed. ``reason`` is the NAK token (a key of :data:`NAK_REASONS`);
+    ``line``: the offending bytes (the first 80 of a line too long to keep), for the log."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", line: bytes = b"") -> None:
         self.reason = reason
         self.detail = detail
+        self.line = line
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -396,9 +398,10 @@ class LineSplitter:
             end = n if nl < 0 else nl
             if not self._discarding:
                 if len(self._buf) + (end - start) > limit:
+                    head = bytes((self._buf + data[start:end])[:80])
                     self._buf.clear()
                     self._discarding = True
-                    out.append(TelegramError("TOO_LONG", f"line exceeds {self.max_line} bytes without LF"))
+                    out.append(TelegramError("TOO_LONG", f"line exceeds {self.max_line} bytes without LF", head))
                 else:
                     self._buf += data[start:end]
             if nl < 0:
@@ -408,7 +411,7 @@ class LineSplitter:
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 if len(line) > self.max_line:
-                    out.append(TelegramError("TOO_LONG", f"{len(line)} bytes, at most {self.max_line}"))
+                    out.append(TelegramError("TOO_LONG", f"{len(line)} bytes, at most {self.max_line}", line[:80]))
                 elif line:
                     out.append(line)
             self._buf.clear()
