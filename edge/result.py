@@ -109,7 +109,6 @@ class InspectionResult:
             return np.ascontiguousarray(f[:, :, ::-1])
         return f
 
-
     def encoded(self, image_format: str, jpeg_quality: int) -> bytes:
         """:meth:`frame_bgr` encoded with :func:`edge.archive.encode_frame` (``"jpg"``/``"png"``,
         quality 1..100), kept on the result: the ZeroMQ reject message and the reject archive share
@@ -120,9 +119,9 @@ class InspectionResult:
         Raises:
             ValueError: no frame, or what :func:`edge.archive.encode_frame` raises.
         """
-        cached = self._encoded
-        if cached is not None and cached[0] == image_format and cached[1] == jpeg_quality:
-            return cached[2]
+        cached = self.encoded_if_cached(image_format, jpeg_quality)
+        if cached is not None:
+            return cached
         from edge.archive import encode_frame  # edge.archive needs cv2; results without frames do not
 
         bgr = self.frame_bgr()

@@ -398,7 +398,7 @@ class LineSplitter:
             end = n if nl < 0 else nl
             if not self._discarding:
                 if len(self._buf) + (end - start) > limit:
-                    head = bytes((self._buf + data[start:end])[:80])
+                    head = bytes(self._buf[:80]) + data[start:start + max(0, 80 - len(self._buf))]
                     self._buf.clear()
                     self._discarding = True
                     out.append(TelegramError("TOO_LONG", f"line exceeds {self.max_line} bytes without LF", head))
