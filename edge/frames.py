@@ -179,7 +179,8 @@ def list_images(folder: str | Path) -> list[Path]:
     sorted by their relative POSIX path. Hidden files and folders (name starting with ``.``)
     are skipped. Symlinked folders are followed (a calibration set or replay folder is often
     assembled from links to class folders elsewhere), each real folder once: a second link to
-    the same folder and a link back up the tree (a loop) are skipped.
+    the same folder (the name that sorts first is kept) and a link back up the tree (a loop) are
+    skipped.
 
     Raises:
         NotADirectoryError: ``folder`` does not exist or is not a folder.

@@ -185,15 +185,16 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _start_on_demo_defaults(command: str, tmp_path: Path) -> subprocess.Popen[str]:
+def _start_on_demo_defaults(command: str, tmp_path: Path, group: bool = False) -> subprocess.Popen[str]:
     """``edgeqc <command>`` on the built-in defaults in a subprocess, with free ports, its archive in
-    ``tmp_path`` and no EDGEQC_/NOTIFY_SOCKET from the test's environment."""
+    ``tmp_path`` and no EDGEQC_/NOTIFY_SOCKET from the test's environment; ``group``: in a process
+    group of its own (as a shell's foreground job), so ``os.killpg`` plays a terminal's Ctrl-C."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[metrics]\nport = 0\n[zmq]\nendpoint = "tcp://127.0.0.1:0"\n'
                    f'[archive]\npath = "{tmp_path / "arc"}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEQC_", "NOTIFY_SOCKET"))}
     return subprocess.Popen([sys.executable, "-m", "edge.cli", command, "--config", str(cfg)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
 
 
 def test_run_on_demo_defaults_logs_as_run_and_stops_clean(tmp_path: Path) -> None:
@@ -224,6 +225,34 @@ def test_run_on_demo_defaults_logs_as_run_and_stops_clean(tmp_path: Path) -> Non
     assert "lost" not in err_text and "ERROR" not in err_text, err_text
     assert "\ncapture: frames " in out and "corrupt 0" in out
     assert len(socat) == 1 and not Path(f"/proc/{socat[0]}").exists()
+
+
+def test_ctrl_c_on_run_reaches_the_station_not_its_demo_plc(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group. The demo PLC's socat relay
+    used to be in it and died at once, under the station: "PLC port lost" on every Ctrl-C, and a
+    part being answered could lose its RES. socat now runs in a session of its own and is closed
+    by edgeqc after the station stopped."""
+    if not Path("/proc/self/task").is_dir() or not (edge.plc.pty.shutil.which("socat")):
+        pytest.skip("needs Linux /proc and socat")
+    p = _start_on_demo_defaults("run", tmp_path, group=True)
+    try:
+        assert p.stderr is not None
+        err: list[str] = []
+        while not any("PLC link" in line and " open" in line for line in err):
+            line = p.stderr.readline()
+            assert line, "".join(err)
+            err.append(line)
+        time.sleep(0.5)  # a few parts
+        os.killpg(p.pid, signal.SIGINT)
+        out, rest = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    err_text = "".join(err) + rest
+    assert p.returncode == 0, err_text
+    assert "lost" not in err_text and "ERROR" not in err_text and "NOT SENT" not in err_text, err_text
+    assert "\ncapture: frames " in out
 
 
 def _alive(pid: int) -> bool:

@@ -50,7 +50,7 @@ ROWS: list[tuple[str, Any]] = [
      lambda r: f"**{g(r, 'item1_bare_vs_pipeline', 'throughput_ratio')}**"),
     ("1 ratio, 90 % bootstrap interval (session 7 on)",
      lambda r: " .. ".join(str(x) for x in g(r, "item1_bare_vs_pipeline", "throughput_ratio_ci90") or ["-"])),
-    ("1 ratio of totals; CPU-time ratio (bare CPU ÷ pipeline CPU per frame)",
+    ("1 whole blocks summed (ratio of totals); CPU-time ratio (bare CPU ÷ pipeline CPU per frame)",
      lambda r: f"{g(r, 'item1_bare_vs_pipeline', 'throughput_ratio_of_totals')}; "
                f"{g(r, 'item1_bare_vs_pipeline', 'cpu_efficiency_ratio')}"),
     ("2 **trigger→RES** p50 / p99 / max (ms)", lambda r: pct(g(r, "item2_trigger", "trigger_to_res_ms"))),

@@ -114,8 +114,12 @@ class PtyPair:
             if link is not None:
                 addr += f",link={link}"
             addrs.append(addr)
+        # A session of its own: a terminal's Ctrl-C (SIGINT to the whole foreground process group)
+        # must reach edgeqc only. socat killed with it closed the ptys under the running station
+        # ("PLC port lost", a RES not sent); edgeqc closes socat itself once the station stopped.
         self._proc = subprocess.Popen(
-            [socat, "-d", "-d", *addrs], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [socat, "-d", "-d", *addrs], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         assert self._proc.stderr is not None
         fd = self._proc.stderr.fileno()
